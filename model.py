@@ -1,0 +1,219 @@
+"""MNIST CNN variants. Every model maps (N, 1, 28, 28) to (N, 10) log-probabilities.
+
+Each variant builds one nn.Sequential, `self.net`, so tools (receptive-field walk,
+activation hooks, summaries) can read the layers in order. Per-layer comments give
+output size and receptive field (RF) as "CxHxW, RF r".
+
+Switch the default by editing the `selected_model` line at the bottom.
+"""
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv_bn_relu(c_in, c_out, kernel=3, padding=1, stride=1):
+    # No conv bias: the BatchNorm that follows has its own shift, so a bias would be redundant.
+    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class MnistNet(nn.Module):
+    """Base class: subclasses set `self.net`; forward returns log_softmax of its logits."""
+
+    net: nn.Sequential
+
+    def forward(self, x):
+        return F.log_softmax(self.net(x), dim=1)
+
+
+# ---------------------------------------------------------------- this project's designs
+
+class FastNet(MnistNet):
+    """Default, 22,826 params. A stride-2 first conv puts every later layer at 14x14 or 7x7:
+    BatchNorm and conv passes over 28x28 maps are what dominate a CPU epoch. The flattened
+    3x3 head keeps position information that global pooling would throw away."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            *conv_bn_relu(1, 16, stride=2),  # 16x14x14, RF 3
+            *conv_bn_relu(16, 24),           # 24x14x14, RF 7
+            nn.MaxPool2d(2),                 # 24x7x7,   RF 9
+            *conv_bn_relu(24, 32),           # 32x7x7,   RF 17
+            *conv_bn_relu(32, 32),           # 32x7x7,   RF 25
+            nn.MaxPool2d(2),                 # 32x3x3,   RF 29
+            nn.Flatten(),
+            nn.Linear(32 * 3 * 3, 10),
+        )
+
+
+class TinyNet(MnistNet):
+    """Under 8,000 params: FastNet's layout at about half the width."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            *conv_bn_relu(1, 8),       # 8x28x28,  RF 3
+            nn.MaxPool2d(2),           # 8x14x14,  RF 4
+            *conv_bn_relu(8, 16),      # 16x14x14, RF 8
+            nn.MaxPool2d(2),           # 16x7x7,   RF 10
+            *conv_bn_relu(16, 20),     # 20x7x7,   RF 18
+            *conv_bn_relu(20, 20),     # 20x7x7,   RF 26
+            nn.MaxPool2d(2),           # 20x3x3,   RF 30
+            nn.Flatten(),
+            nn.Linear(20 * 3 * 3, 10),
+        )
+
+
+# ---------------------------------------------------------------- reference architectures
+# Faithful to the five reference READMEs in shared/seeds, for comparison.
+
+class RefBaselineNet(MnistNet):
+    """Reference 1 (52,138 params): two convs and a 784->64->10 MLP. Over the 25k budget."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),   # 8x28x28,  RF 3
+            nn.MaxPool2d(2),                             # 8x14x14,  RF 4
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),  # 16x14x14, RF 8
+            nn.MaxPool2d(2),                             # 16x7x7,   RF 10
+            nn.Flatten(),
+            nn.Linear(16 * 7 * 7, 64), nn.ReLU(),
+            nn.Linear(64, 10),
+        )
+
+
+class RefAllConvNet(MnistNet):
+    """Reference 2 (12,412 params): all-conv, ReLU then BN, no padding, 4x4 conv to 1x1.
+    The reference's fifth conv keeps its bias (2,320 params in its summary), so this one does too."""
+
+    def __init__(self):
+        super().__init__()
+
+        def conv_relu_bn(c_in, c_out, kernel=3, bias=False):
+            return [nn.Conv2d(c_in, c_out, kernel, bias=bias), nn.ReLU(), nn.BatchNorm2d(c_out)]
+
+        self.net = nn.Sequential(
+            *conv_relu_bn(1, 8),               # 8x26x26,  RF 3
+            *conv_relu_bn(8, 16),              # 16x24x24, RF 5
+            nn.MaxPool2d(2),                   # 16x12x12, RF 6
+            *conv_relu_bn(16, 16),             # 16x10x10, RF 10
+            *conv_relu_bn(16, 16),             # 16x8x8,   RF 14
+            *conv_relu_bn(16, 16, bias=True),  # 16x6x6,   RF 18
+            *conv_relu_bn(16, 16),             # 16x4x4,   RF 22
+            *conv_relu_bn(16, 10, kernel=1),   # 10x4x4,   RF 22
+            nn.Conv2d(10, 10, 4, bias=False),  # 10x1x1,   RF 28
+            nn.Flatten(),
+        )
+
+
+class RefFcHeadNet(MnistNet):
+    """Reference 3 (24,806 params; its README counts 24,690, leaving out the 116 BN params):
+    conv 6 and 12 filters, then 588->40->10."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),    # 6x28x28,  RF 3
+            nn.MaxPool2d(2),                                                 # 6x14x14,  RF 4
+            nn.Conv2d(6, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),  # 12x14x14, RF 8
+            nn.MaxPool2d(2),                                                 # 12x7x7,   RF 10
+            nn.Flatten(),
+            nn.Linear(12 * 7 * 7, 40), nn.BatchNorm1d(40), nn.ReLU(),
+            nn.Linear(40, 10),
+        )
+
+
+class RefOneByOneNet(MnistNet):
+    """Reference 4 (8,954 params; its README says ~8,938, counting 96 BN params where there
+    are 112): a 1x1 squeeze between 3x3 convs, FC 512->10, BN after each conv."""
+
+    def __init__(self):
+        super().__init__()
+
+        def conv_bn_relu_biased(c_in, c_out, kernel=3):
+            return [nn.Conv2d(c_in, c_out, kernel), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        self.net = nn.Sequential(
+            *conv_bn_relu_biased(1, 8),            # 8x26x26,  RF 3
+            *conv_bn_relu_biased(8, 16),           # 16x24x24, RF 5
+            nn.MaxPool2d(2),                       # 16x12x12, RF 6
+            *conv_bn_relu_biased(16, 8, kernel=1), # 8x12x12,  RF 6
+            *conv_bn_relu_biased(8, 16),           # 16x10x10, RF 10
+            *conv_bn_relu_biased(16, 8),           # 8x8x8,    RF 14
+            nn.Flatten(),
+            nn.Linear(8 * 8 * 8, 10),
+        )
+
+
+class RefDropoutNet(MnistNet):
+    """Reference 5 (8,618 params): three conv blocks (8, 16, 16 filters, BN, maxpool each),
+    dropout 0.25, FC with 32 hidden units. Its README says ~15,000; the layers it describes
+    (3x3, padding 1, 2x2 pools) come to 8,618."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),    # 8x28x28,  RF 3
+            nn.MaxPool2d(2),                                                 # 8x14x14,  RF 4
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),  # 16x14x14, RF 8
+            nn.MaxPool2d(2),                                                 # 16x7x7,   RF 10
+            nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), # 16x7x7,   RF 18
+            nn.MaxPool2d(2),                                                 # 16x3x3,   RF 22
+            nn.Dropout(0.25),
+            nn.Flatten(),
+            nn.Linear(16 * 3 * 3, 32), nn.ReLU(),
+            nn.Linear(32, 10),
+        )
+
+
+class RefGapNet(MnistNet):
+    """The reference that reduces the map to 1x1 (receptive field 28 >= image) before one FC."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            *conv_bn_relu(1, 8, padding=0),    # 8x26x26,  RF 3
+            *conv_bn_relu(8, 16, padding=0),   # 16x24x24, RF 5
+            nn.MaxPool2d(2),                   # 16x12x12, RF 6
+            *conv_bn_relu(16, 16, padding=0),  # 16x10x10, RF 10
+            *conv_bn_relu(16, 16, padding=0),  # 16x8x8,   RF 14
+            *conv_bn_relu(16, 16, padding=0),  # 16x6x6,   RF 18
+            *conv_bn_relu(16, 16, padding=0),  # 16x4x4,   RF 22
+            nn.MaxPool2d(2),                   # 16x2x2,   RF 24
+            *conv_bn_relu(16, 32, kernel=2, padding=0),  # 32x1x1, RF 28
+            nn.Flatten(),
+            nn.Linear(32, 10),
+        )
+
+
+MODELS = {
+    "fastnet": FastNet,
+    "tinynet": TinyNet,
+    "ref_baseline_52k": RefBaselineNet,
+    "ref_allconv_12k": RefAllConvNet,
+    "ref_fchead_25k": RefFcHeadNet,
+    "ref_onebyone_9k": RefOneByOneNet,
+    "ref_dropout_9k": RefDropoutNet,
+    "ref_gap": RefGapNet,
+}
+
+
+def build_model(name):
+    """A fresh instance of the variant registered under `name`."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[name]()
+
+
+def model_name(model):
+    """The MODELS key of a model instance's class."""
+    return next(name for name, cls in MODELS.items() if type(model) is cls)
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+# The default variant: edit this one line to switch (e.g. `selected_model = TinyNet()`).
+selected_model = FastNet()
