@@ -1,0 +1,249 @@
+"""Train every variant and the reference pipeline in one run, and print how they compare.
+
+    python benchmark.py                       # all variants, 5 seeds each, plus the reference
+    python benchmark.py --quick               # 1 seed, the fast subset (what CI runs)
+    python benchmark.py --json bench.json --plot benchmark.png
+
+Per variant: params, multiply-adds per image, training-loop seconds for one epoch, training
+accuracy and test accuracy (mean and min over seeds), all with train.py's recipe. Then the end-to-end
+comparison: `python train.py` against the reference repos' pipeline (per-sample PIL transforms
+through a DataLoader, the 12,412-param all-conv model, Adam lr 0.01), each timed as a whole process,
+from start to checkpoint. On CUDA the training loop is timed with CUDA events after a warm-up.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import train
+from model import MODELS, build_model, count_params
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+QUICK_MODELS = ("fastnet", "tinynet")
+
+
+def parse_args(argv=None):
+    p = train.OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seeds", type=int, default=5, help="seeds per variant (1, 2, ... N)")
+    p.add_argument("--quick", action="store_true", help=f"1 seed and only {', '.join(QUICK_MODELS)}: a smoke run for CI")
+    p.add_argument("--models", help="comma-separated variants to run (default: all, or the quick subset)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="as in train.py")
+    p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "./data"), help="as in train.py")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--plot", metavar="PNG", help="also plot test accuracy against params and against seconds")
+    p.add_argument("--reference-run", metavar="OUT_DIR",
+                   help="run the reference pipeline once into OUT_DIR and exit (used to time it as a process)")
+    args = p.parse_args(argv)
+    if args.seeds <= 0:
+        raise train.UserError(f"--seeds must be a positive integer, got {args.seeds}")
+    names = args.models.split(",") if args.models else list(QUICK_MODELS if args.quick else MODELS)
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise train.UserError(f"unknown model {unknown[0]!r}: use --models with names from {', '.join(MODELS)}")
+    args.models, args.seeds = names, 1 if args.quick else args.seeds
+    args.device = train.resolve_device(args.device)
+    return args
+
+
+def macs_per_image(model):
+    """Multiply-adds of one forward pass, counted over Conv2d and Linear layers."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += output.numel() * (module.in_channels // module.groups) * kh * kw
+        else:
+            total += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    return total
+
+
+class Timer:
+    """Wall seconds of a block; on CUDA, measured with events around it."""
+
+    def __init__(self, device):
+        self.cuda = device == "cuda"
+
+    def __enter__(self):
+        if self.cuda:
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            self.end.record()
+            torch.cuda.synchronize()
+            self.seconds = self.start.elapsed_time(self.end) / 1000
+        else:
+            self.seconds = time.perf_counter() - self.t0
+
+
+def train_variant(name, seed, data, device):
+    """One epoch of train.py's recipe: (epoch seconds, running train accuracy, test accuracy)."""
+    (train_x, train_y), (test_x, test_y) = data
+    torch.manual_seed(seed)
+    model = build_model(name).to(device, memory_format=torch.channels_last)
+    with Timer(device) as t:
+        _, train_acc = train.train(model, train_x, train_y, 1, train.BATCH_SIZE, train.LR, train.parse_augment(
+            train.DEFAULT_AUGMENT), log=lambda *a: None)
+    test_acc = 100 * (train.predict(model, test_x) == test_y).float().mean().item()
+    return t.seconds, train_acc, test_acc
+
+
+def warm_up(data, device):
+    """A short run first, so that CUDA context, cuDNN autotuning and allocator set-up are not timed."""
+    if device == "cuda":
+        (train_x, train_y), _ = data
+        torch.backends.cudnn.benchmark = True
+        for name in MODELS:
+            train.train(build_model(name).to(device, memory_format=torch.channels_last), train_x[:2048],
+                        train_y[:2048], 1, train.BATCH_SIZE, train.LR, ["rotate", "affine", "noise"],
+                        log=lambda *a: None)
+
+
+# ---------------------------------------------------------------- the reference pipeline
+
+def reference_pipeline(data_dir, out_dir, seed=1):
+    """The reference repos' way, as they describe it: torchvision per-sample PIL transforms through a
+    DataLoader (batch 128, shuffle), the 12,412-param all-conv model, Adam lr 0.01, one epoch on the CPU."""
+    from torchvision import datasets, transforms
+
+    torch.manual_seed(seed)
+    normalize = transforms.Normalize((train.MNIST_MEAN,), (train.MNIST_STD,))
+    train_tf = transforms.Compose([transforms.RandomRotation((5, 7)), transforms.ToTensor(), normalize])
+    test_tf = transforms.Compose([transforms.ToTensor(), normalize])
+    train_loader = torch.utils.data.DataLoader(datasets.MNIST(data_dir, train=True, download=True, transform=train_tf),
+                                               batch_size=128, shuffle=True)
+    test_loader = torch.utils.data.DataLoader(datasets.MNIST(data_dir, train=False, transform=test_tf),
+                                              batch_size=1000)
+    model = build_model("ref_allconv_12k")
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    t0 = time.perf_counter()
+    model.train()
+    for x, y in train_loader:
+        opt.zero_grad()
+        F.nll_loss(model(x), y).backward()
+        opt.step()
+    epoch_s = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad():
+        correct = sum((model(x).argmax(1) == y).sum().item() for x, y in test_loader)
+    test_acc = 100 * correct / len(test_loader.dataset)
+    torch.save(model.state_dict(), os.path.join(out_dir, "reference.pth"))
+    with open(os.path.join(out_dir, "reference.json"), "w") as f:
+        json.dump({"epoch_s": epoch_s, "test_acc": test_acc}, f)
+
+
+def timed_process(args):
+    """Run `python ARGS` as a fresh process; its wall seconds from start to exit."""
+    t0 = time.perf_counter()
+    result = subprocess.run([sys.executable, *args], cwd=HERE, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if result.returncode != 0:
+        raise train.UserError(f"{' '.join(args[:1])} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return wall
+
+
+def end_to_end(data_dir, device, repeats=2):
+    """Median wall seconds of `python train.py` and of the reference pipeline, run alternately."""
+    ours, ref = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            ref_dir, our_dir = os.path.join(tmp, f"ref{i}"), os.path.join(tmp, f"ours{i}")
+            os.makedirs(ref_dir)
+            ref.append(timed_process(["benchmark.py", "--reference-run", ref_dir, "--data-dir", data_dir]))
+            ours.append(timed_process(["train.py", "--out-dir", our_dir, "--data-dir", data_dir, "--device", device]))
+        with open(os.path.join(tmp, "ref0", "reference.json")) as f:
+            reference = json.load(f)
+        (sidecar,) = [f for f in os.listdir(os.path.join(tmp, "ours0")) if f.endswith(".json")]
+        with open(os.path.join(tmp, "ours0", sidecar)) as f:
+            ours_acc = json.load(f)["test_acc"]
+    return {"epoch_s": round(reference["epoch_s"], 3), "wall_s": round(statistics.median(ref), 3),
+            "test_acc": round(reference["test_acc"], 2)}, round(statistics.median(ours), 3), ours_acc
+
+
+# ---------------------------------------------------------------- report
+
+def print_table(rows, reference, train_wall, train_acc, seeds):
+    print(f"\none augmented epoch, {seeds} seed(s) each; accuracies in %")
+    print(f"{'model':18s} {'params':>7s} {'MACs':>9s} {'epoch s':>8s} {'train':>7s} {'test':>7s} {'test min':>8s}")
+    for r in rows:
+        print(f"{r['name']:18s} {r['params']:7,d} {r['macs']:9,d} {r['epoch_s']:8.2f} {r['train_acc_mean']:7.2f} "
+              f"{r['test_acc_mean']:7.2f} {r['test_acc_min']:8.2f}")
+    print(f"{'reference pipeline':18s} {12412:7,d} {'':9s} {reference['epoch_s']:8.2f} {'':7s} "
+          f"{reference['test_acc']:7.2f}")
+    print(f"\nend to end, process start to checkpoint (median of 2): python train.py {train_wall:.2f}s "
+          f"(test {train_acc:.2f}%), reference pipeline {reference['wall_s']:.2f}s -> "
+          f"speed-up {reference['wall_s'] / train_wall:.2f}x")
+
+
+def plot(rows, path):
+    plt = train.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "epoch_s", "seconds per epoch")):
+        for r in rows:
+            ax.scatter(r[key], r["test_acc_mean"], color="tab:red" if r["name"].startswith("ref") else "tab:blue")
+            ax.annotate(r["name"], (r[key], r["test_acc_mean"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy after one epoch, %")
+        ax.grid(alpha=0.3)
+    axes[0].axvline(25_000, color="gray", linestyle="--", linewidth=1)
+    fig.suptitle("blue: this project's variants, red: reference architectures (same recipe)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.reference_run:
+        reference_pipeline(args.data_dir, args.reference_run)
+        return
+    data = (train.load_mnist(args.data_dir, True, args.device), train.load_mnist(args.data_dir, False, args.device))
+    warm_up(data, args.device)
+    rows = []
+    for name in args.models:
+        runs = [train_variant(name, seed, data, args.device) for seed in range(1, args.seeds + 1)]
+        epoch_s, train_acc, test_acc = zip(*runs)
+        model = build_model(name)
+        rows.append({"name": name, "params": count_params(model), "macs": macs_per_image(model),
+                     "epoch_s": round(statistics.median(epoch_s), 3),
+                     "train_acc_mean": round(statistics.mean(train_acc), 3),
+                     "test_acc_mean": round(statistics.mean(test_acc), 3), "test_acc_min": round(min(test_acc), 2)})
+        print(f"{name}: " + ", ".join(f"seed {i + 1} test {t:.2f}%" for i, t in enumerate(test_acc)), flush=True)
+    reference, train_wall, train_acc = end_to_end(args.data_dir, args.device)
+    print_table(rows, reference, train_wall, train_acc, args.seeds)
+    result = {"variants": rows, "reference": reference, "train_py_wall_s": train_wall, "train_py_test_acc": train_acc,
+              "speedup_vs_reference": round(reference["wall_s"] / train_wall, 3), "seeds": args.seeds,
+              "device": args.device, "device_name": torch.cuda.get_device_name() if args.device == "cuda" else
+              platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    if args.plot:
+        plot(rows, args.plot)
+    return result
+
+
+if __name__ == "__main__":
+    train.run_cli(main)
