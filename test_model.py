@@ -460,10 +460,13 @@ def test_augmentation_keeps_shape_dtype_range(kinds, mnist_train):
 
 @pytest.mark.parametrize("kinds", [[k] for k in train.AUGMENTATIONS])
 def test_augmentation_differs_per_sample(kinds, mnist_train):
+    """64 copies of one image come out as different images: the random parameters are per sample."""
+    torch.manual_seed(0)
     same_image = train.to_unit(mnist_train[0][:1]).repeat(64, 1, 1, 1)
-    out = train.augment(same_image, kinds)
-    distinct = {tuple(o.flatten().tolist()) for o in out}
-    assert len(distinct) >= 8  # erasing and noise leave some samples as they were, by design
+    changed = [o for o in train.augment(same_image, kinds) if not torch.equal(o, same_image[0])]
+    distinct = {tuple(o.flatten().tolist()) for o in changed}
+    assert len(changed) >= 4  # erasing (p=0.5) and noise (10% of a batch) leave the rest as they were
+    assert len(distinct) >= 0.9 * len(changed)  # two erased boxes can, rarely, cover the same pixels
 
 
 def test_augmentation_never_changes_labels(mnist_train):

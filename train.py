@@ -583,10 +583,6 @@ def main(argv=None):
     print(f"train accuracy (running, last epoch): {train_acc:.2f}% | test accuracy: {test_acc:.2f}% "
           f"({int((preds != test_y).sum())} of {len(test_y)} wrong) | training {train_s:.1f}s")
 
-    if not args.no_plots:
-        save_augmented_samples(train_x, train_y, args.augment, args.out_dir)
-        save_training_curves(history, os.path.join(args.out_dir, "training_curves.png"))
-        save_misclassified(test_x, test_y, preds, os.path.join(args.out_dir, "misclassified_grid.png"))
     metadata = {
         "model": args.model, "params": n_params, "train_acc": round(train_acc, 4), "test_acc": round(test_acc, 4),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -597,6 +593,12 @@ def main(argv=None):
     metadata["wall_s"] = round(time.perf_counter() - PROCESS_START, 3)
     path = save_checkpoint(model, args.out_dir, metadata)
     print(f"saved {path} (+ .json sidecar) | wall {metadata['wall_s']:.1f}s from process start")
+    # The PNGs come after the checkpoint: they take a second (matplotlib), and the model should not wait.
+    if not args.no_plots:
+        save_augmented_samples(train_x, train_y, args.augment, args.out_dir)
+        save_training_curves(history, os.path.join(args.out_dir, "training_curves.png"))
+        save_misclassified(test_x, test_y, preds, os.path.join(args.out_dir, "misclassified_grid.png"))
+        print(f"saved augmented_samples/, training_curves.png, misclassified_grid.png in {args.out_dir}")
     return path
 
 
