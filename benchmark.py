@@ -41,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--models", help="comma-separated variants to run (default: all, or the quick subset)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="as in train.py")
     p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "./data"), help="as in train.py")
+    p.add_argument("--batch-size", type=int, default=train.BATCH_SIZE, help="as in train.py")
+    p.add_argument("--lr", type=float, default=train.LR, help="as in train.py")
     p.add_argument("--compile", action="store_true", help="train through torch.compile, as train.py --compile")
     p.add_argument("--no-end-to-end", action="store_true",
                    help="skip the end-to-end race of train.py against the reference pipeline")
@@ -103,29 +105,29 @@ class Timer:
             self.seconds = time.perf_counter() - self.t0
 
 
-def train_variant(name, seed, data, device, compile_model=False):
+def train_variant(name, seed, data, args):
     """One epoch of train.py's recipe: (epoch seconds, running train accuracy, test accuracy)."""
     (train_x, train_y), (test_x, test_y) = data
     torch.manual_seed(seed)
-    model = build_model(name).to(device, memory_format=torch.channels_last)
-    with Timer(device) as t:
-        _, train_acc = train.train(train.compiled(model, device) if compile_model else model, train_x, train_y, 1,
-                                   train.BATCH_SIZE, train.LR, train.parse_augment(train.DEFAULT_AUGMENT),
+    model = build_model(name).to(args.device, memory_format=torch.channels_last)
+    with Timer(args.device) as t:
+        _, train_acc = train.train(train.compiled(model, args.device) if args.compile else model, train_x, train_y,
+                                   1, args.batch_size, args.lr, train.parse_augment(train.DEFAULT_AUGMENT),
                                    log=lambda *a: None)
     test_acc = 100 * (train.predict(model, test_x) == test_y).float().mean().item()
     return t.seconds, train_acc, test_acc
 
 
-def warm_up(names, data, device, compile_model):
+def warm_up(names, data, args):
     """A short run of each variant first, so that CUDA context, cuDNN autotuning, allocator set-up
     and (with --compile) compilation are not timed."""
-    if device == "cuda" or compile_model:
+    if args.device == "cuda" or args.compile:
         (train_x, train_y), _ = data
         torch.backends.cudnn.benchmark = True
         for name in names:
-            model = build_model(name).to(device, memory_format=torch.channels_last)
-            train.train(train.compiled(model, device) if compile_model else model, train_x[:4096],
-                        train_y[:4096], 1, train.BATCH_SIZE, train.LR, ["rotate", "affine", "noise"],
+            model = build_model(name).to(args.device, memory_format=torch.channels_last)
+            train.train(train.compiled(model, args.device) if args.compile else model, train_x[:4096],
+                        train_y[:4096], 1, args.batch_size, args.lr, ["rotate", "affine", "noise"],
                         log=lambda *a: None)
 
 
@@ -239,10 +241,10 @@ def main(argv=None):
         reference_pipeline(args.data_dir, args.reference_run)
         return
     data = (train.load_mnist(args.data_dir, True, args.device), train.load_mnist(args.data_dir, False, args.device))
-    warm_up(args.models, data, args.device, args.compile)
+    warm_up(args.models, data, args)
     rows = []
     for name in args.models:
-        runs = [train_variant(name, seed, data, args.device, args.compile) for seed in range(1, args.seeds + 1)]
+        runs = [train_variant(name, seed, data, args) for seed in range(1, args.seeds + 1)]
         epoch_s, train_acc, test_acc = zip(*runs)
         model = build_model(name)
         rows.append({"name": name, "params": count_params(model), "macs": macs_per_image(model),
@@ -250,7 +252,8 @@ def main(argv=None):
                      "train_acc_mean": round(statistics.mean(train_acc), 3),
                      "test_acc_mean": round(statistics.mean(test_acc), 3), "test_acc_min": round(min(test_acc), 2)})
         print(f"{name}: " + ", ".join(f"seed {i + 1} test {t:.2f}%" for i, t in enumerate(test_acc)), flush=True)
-    result = {"variants": rows, "seeds": args.seeds, "compile": args.compile, "device": args.device,
+    result = {"variants": rows, "seeds": args.seeds, "batch_size": args.batch_size, "lr": args.lr,
+              "compile": args.compile, "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device == "cuda" else
               platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
