@@ -170,7 +170,8 @@ def timed_process(args):
     result = subprocess.run([sys.executable, *args], cwd=HERE, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if result.returncode != 0:
-        raise train.UserError(f"{' '.join(args[:1])} failed: {result.stderr.strip().splitlines()[-1:]}")
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise train.UserError(f"{args[0]} failed: {last}")
     return wall
 
 

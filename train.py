@@ -3,9 +3,9 @@
     python train.py                      # default variant, 1 epoch, CPU or CUDA
     python train.py --model tinynet --epochs 2 --device cpu
 
-The whole dataset sits on the training device as uint8; batches are gathered, augmented
-(affine_grid / grid_sample, erasing, noise) and normalised there, with no DataLoader and
-no per-image PIL work. Outputs: model_mnist_<stamp>_acc<acc>.pth (a plain state_dict),
+The whole dataset sits on the training device as uint8; each epoch is augmented there up front in
+large batched calls (grid_sample for rotation/affine, erasing, noise), normalised and sliced into
+batches, with no DataLoader and no per-image PIL work. Outputs: model_mnist_<stamp>_acc<acc>.pth (a plain state_dict),
 its .json sidecar, augmented_samples/, training_curves.png and misclassified_grid.png.
 """
 import time
@@ -54,8 +54,6 @@ ERASE_PROB, ERASE_AREA = 0.5, (0.02, 0.12)
 NOISE_PROB, NOISE_STD_MAX = 0.1, 0.3  # share of samples that get noise; its sigma is drawn from [0, max]
 N_SAMPLE_PNGS = 20
 HERE = os.path.dirname(os.path.abspath(__file__))
-CURRENT_UMASK = os.umask(0)
-os.umask(CURRENT_UMASK)
 
 
 class UserError(Exception):
@@ -70,8 +68,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None):
-    p = OneLineParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", help=f"variant to train: {', '.join(MODELS)} "
                    f"(default: the --init checkpoint's model, else {DEFAULT_MODEL})")
     p.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the 60k training images")
@@ -322,7 +319,7 @@ def train(model, images, labels, epochs, batch_size, lr, kinds, log=print):
     """Train in place; returns per-step history {loss, acc, lr} and the final epoch's running accuracy.
 
     Per-step loss and correct counts stay on the device (no sync per step); they are checked for
-    NaN/inf every CHECK_EVERY steps, which names the first bad step."""
+    NaN/inf every 50 steps, which names the first bad step."""
     from tqdm import tqdm
 
     n, dev = len(images), images.device
@@ -335,6 +332,11 @@ def train(model, images, labels, epochs, batch_size, lr, kinds, log=print):
     lrs = []
     tty = sys.stderr.isatty()
     check_every, log_every = 50, max(1, total // 5)
+    def running_acc(step):
+        """Accuracy over the current epoch's batches up to `step`."""
+        seen = slice(step - (step - 1) % len(slices) - 1, step)
+        return 100 * correct[seen].sum().item() / sizes[seen].sum().item()
+
     model.train()
     bar = tqdm(total=total, disable=not tty, unit="step", leave=False)
     step = 0
@@ -355,18 +357,14 @@ def train(model, images, labels, epochs, batch_size, lr, kinds, log=print):
             if step % check_every == 0 or step == total:
                 check_finite(losses[:step])
                 if tty:
-                    seen = slice(step - (step - 1) % len(slices) - 1, step)  # this epoch so far
                     bar.set_postfix(epoch=epoch + 1, loss=f"{losses[step - 1].item():.3f}",
-                                    acc=f"{100 * correct[seen].sum().item() / sizes[seen].sum().item():.2f}%")
-                    bar.update(check_every if step % check_every == 0 else step % check_every)
+                                    acc=f"{running_acc(step):.2f}%")
+                    bar.update(step - bar.n)
             if not tty and (step % log_every == 0 or step == total):
-                seen = slice(step - (step - 1) % len(slices) - 1, step)
                 log(f"epoch {epoch + 1}/{epochs} step {step}/{total} loss {losses[step - 1].item():.4f} "
-                    f"running acc {100 * correct[seen].sum().item() / sizes[seen].sum().item():.2f}%")
+                    f"running acc {running_acc(step):.2f}%")
     bar.close()
-    last = slice(total - len(slices), total)
-    train_acc = 100 * correct[last].sum().item() / sizes[last].sum().item()
-    return {"loss": losses.tolist(), "acc": (correct.cpu() / sizes).tolist(), "lr": lrs}, train_acc
+    return {"loss": losses.tolist(), "acc": (correct.cpu() / sizes).tolist(), "lr": lrs}, running_acc(total)
 
 
 def check_finite(losses):
@@ -396,7 +394,7 @@ def atomic_write(path, data):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~CURRENT_UMASK)  # mkstemp makes 0600; give the file the usual mode
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
