@@ -44,6 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=train.BATCH_SIZE, help="as in train.py")
     p.add_argument("--lr", type=float, default=train.LR, help="as in train.py")
     p.add_argument("--compile", action="store_true", help="train through torch.compile, as train.py --compile")
+    p.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs for full batches, as train.py --cuda-graphs")
     p.add_argument("--no-end-to-end", action="store_true",
                    help="skip the end-to-end race of train.py against the reference pipeline")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -59,6 +60,7 @@ def parse_args(argv=None):
         raise train.UserError(f"unknown model {unknown[0]!r}: use --models with names from {', '.join(MODELS)}")
     args.models, args.seeds = names, 1 if args.quick else args.seeds
     args.device = train.resolve_device(args.device)
+    train.require_cuda_for_graphs(args)
     return args
 
 
@@ -113,7 +115,7 @@ def train_variant(name, seed, data, args):
     with Timer(args.device) as t:
         _, train_acc = train.train(train.compiled(model, args.device) if args.compile else model, train_x, train_y,
                                    1, args.batch_size, args.lr, train.parse_augment(train.DEFAULT_AUGMENT),
-                                   log=lambda *a: None)
+                                   log=lambda *a: None, cuda_graphs=args.cuda_graphs)
     test_acc = 100 * (train.predict(model, test_x) == test_y).float().mean().item()
     return t.seconds, train_acc, test_acc
 
@@ -121,7 +123,7 @@ def train_variant(name, seed, data, args):
 def warm_up(names, data, args):
     """A short run of each variant first, so that CUDA context, cuDNN autotuning, allocator set-up
     and (with --compile) compilation are not timed."""
-    if args.device == "cuda" or args.compile:
+    if args.device == "cuda" or args.compile:  # (CUDA graphs are captured inside each timed run)
         (train_x, train_y), _ = data
         torch.backends.cudnn.benchmark = True
         for name in names:
@@ -254,7 +256,7 @@ def main(argv=None):
                      "test_acc_mean": round(statistics.mean(test_acc), 3), "test_acc_min": round(min(test_acc), 2)})
         print(f"{name}: " + ", ".join(f"seed {i + 1} test {t:.2f}%" for i, t in enumerate(test_acc)), flush=True)
     result = {"variants": rows, "seeds": args.seeds, "batch_size": args.batch_size, "lr": args.lr,
-              "compile": args.compile, "device": args.device,
+              "compile": args.compile, "cuda_graphs": args.cuda_graphs, "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device == "cuda" else
               platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}

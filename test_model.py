@@ -519,6 +519,7 @@ def assert_one_line_error(result, needle):
     (["--batch-size", "-4"], "--batch-size must be a positive integer"),
     (["--epochs", "two"], "invalid int value"),
     (["--lr", "nan"], "--lr must be a number in (0, 10]"),
+    (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs a CUDA device"),
     (["--augment", "rotate,blur"], "unknown augmentation 'blur'"),
 ])
 def test_cli_rejects_bad_flags(args, needle, tmp_path, data_dir):

@@ -84,6 +84,8 @@ def parse_args(argv=None):
                    help=f"comma-separated training augmentations from {', '.join(AUGMENTATIONS)}, or none")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs (samples, curves, misclassified)")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="capture each full batch's forward and backward as CUDA graphs (needs --device cuda)")
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (CUDA graphs on a GPU); compiling takes longer than "
                         "one CPU epoch, so it only pays on a GPU or over many epochs")
@@ -104,6 +106,12 @@ def validate_args(args):
         raise UserError(f"--lr must be a number in (0, 10], got {args.lr}")
     args.augment = parse_augment(args.augment)
     args.device = resolve_device(args.device)
+    require_cuda_for_graphs(args)
+
+
+def require_cuda_for_graphs(args):
+    if args.cuda_graphs and args.device != "cuda":
+        raise UserError(f"--cuda-graphs needs a CUDA device, and the device is {args.device}: drop the flag")
 
 
 def parse_augment(spec):
@@ -305,6 +313,15 @@ def batch_slices(n, batch_size):
     return [(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
 
 
+def graphed(model, sample):
+    """`model` with its forward and backward, for batches shaped like `sample`, captured as CUDA graphs:
+    one launch each per step instead of dozens (kernel launches, not arithmetic, bound a small model's
+    GPU step). The parameters and buffers are the model's own; other shapes go through `model` itself."""
+    wrapper = torch.nn.Sequential(model)  # make_graphed_callables patches the forward of what it is given
+    with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):  # graphs need the cache off
+        return torch.cuda.make_graphed_callables(wrapper, (sample,))
+
+
 def compiled(model, device):
     """The model through torch.compile for training; it shares the model's parameters and buffers, so
     the plain model is what is evaluated and saved (its state_dict keys stay unprefixed)."""
@@ -315,8 +332,9 @@ class NonFiniteLoss(Exception):
     pass
 
 
-def train(model, images, labels, epochs, batch_size, lr, kinds, log=print):
+def train(model, images, labels, epochs, batch_size, lr, kinds, log=print, cuda_graphs=False):
     """Train in place; returns per-step history {loss, acc, lr} and the final epoch's running accuracy.
+    With cuda_graphs (CUDA only), full batches run through graphed(model).
 
     Per-step loss and correct counts stay on the device (no sync per step); they are checked for
     NaN/inf every 50 steps, which names the first bad step."""
@@ -339,13 +357,18 @@ def train(model, images, labels, epochs, batch_size, lr, kinds, log=print):
 
     model.train()
     bar = tqdm(total=total, disable=not tty, unit="step", leave=False)
-    step = 0
+    step, full_batch = 0, None
     for epoch in range(epochs):
         epoch_x, epoch_y = augmented_epoch(images, labels, torch.randperm(n, device=dev), kinds)
+        if cuda_graphs and full_batch is None:
+            full_batch = graphed(model, epoch_x[:batch_size])
         for s, e in slices:
             x, y = epoch_x[s:e], epoch_y[s:e]
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                out = model(x)
+            forward = full_batch if full_batch is not None and e - s == batch_size else model
+            autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda",
+                                      cache_enabled=not cuda_graphs)
+            with autocast:
+                out = forward(x)
             # The models return log-probabilities, so cross_entropy's log_softmax is a no-op on them.
             loss = F.cross_entropy(out.float(), y, label_smoothing=LABEL_SMOOTHING)
             opt.zero_grad()
@@ -593,7 +616,7 @@ def main(argv=None):
 
     t_train = time.perf_counter()
     history, train_acc = train(compiled(model, args.device) if args.compile else model, train_x, train_y,
-                               args.epochs, args.batch_size, args.lr, args.augment)
+                               args.epochs, args.batch_size, args.lr, args.augment, cuda_graphs=args.cuda_graphs)
     train_s = time.perf_counter() - t_train
     preds = predict(model, test_x)
     test_acc = 100 * (preds == test_y).float().mean().item()
@@ -604,6 +627,7 @@ def main(argv=None):
         "model": args.model, "params": n_params, "train_acc": round(train_acc, 4), "test_acc": round(test_acc, 4),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "augment": args.augment, "label_smoothing": LABEL_SMOOTHING, "init": args.init, "device": args.device,
+        "cuda_graphs": args.cuda_graphs, "compile": args.compile,
         "torch": torch.__version__, "torchvision": package_version("torchvision"), "git_commit": git_commit(),
         "timestamp": datetime.datetime.now().strftime("%Y%m%d_%H%M%S"), "train_s": round(train_s, 3),
     }
