@@ -324,6 +324,7 @@ def test_optimizer_matches_torch_adamw_one_cycle(mnist_train):
         assert torch.allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_never_imports_dynamo(tmp_path, data_dir):
     """The reason OneCycleAdamW exists: a whole train.py run stays clear of torch._dynamo's import."""
     code = ("import sys, train; train.main(['--no-plots', '--epochs', '1', '--batch-size', '4096', "
