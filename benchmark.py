@@ -35,9 +35,11 @@ QUICK_MODELS = ("fastnet",)
 
 
 def parse_args(argv=None):
-    p = train.OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = train.OneLineParser(description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant (1, 2, ... N)")
-    p.add_argument("--quick", action="store_true", help=f"1 seed and only {', '.join(QUICK_MODELS)}: a smoke run for CI")
+    p.add_argument("--quick", action="store_true",
+                   help=f"1 seed and only {', '.join(QUICK_MODELS)}: a smoke run for CI")
     p.add_argument("--models", help="comma-separated variants to run (default: all, or the quick subset)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="as in train.py")
     p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "./data"), help="as in train.py")
@@ -203,7 +205,8 @@ def end_to_end(data_dir, device, repeats=2):
     def summary(side, keys):
         return {k: round(statistics.median(r[k] for r in runs[side]), 3) for k in keys}
 
-    return summary("ref", ("epoch_s", "wall_s", "exit_s", "test_acc")), summary("ours", ("wall_s", "exit_s", "test_acc"))
+    return (summary("ref", ("epoch_s", "wall_s", "exit_s", "test_acc")),
+            summary("ours", ("wall_s", "exit_s", "test_acc")))
 
 
 # ---------------------------------------------------------------- report
@@ -220,7 +223,8 @@ def print_table(rows, reference, ours, seeds):
           f"{reference['test_acc']:7.2f}")
     print(f"\nend to end (median of runs): python train.py {ours['wall_s']:.2f}s to checkpoint, "
           f"{ours['exit_s']:.2f}s to exit (test {ours['test_acc']:.2f}%); reference pipeline "
-          f"{reference['wall_s']:.2f}s to checkpoint, {reference['exit_s']:.2f}s to exit (test {reference['test_acc']:.2f}%)")
+          f"{reference['wall_s']:.2f}s to checkpoint, {reference['exit_s']:.2f}s to exit "
+          f"(test {reference['test_acc']:.2f}%)")
     print(f"speed-up of train.py over the reference: {reference['wall_s'] / ours['wall_s']:.2f}x to checkpoint, "
           f"{reference['exit_s'] / ours['exit_s']:.2f}x to exit")
 
