@@ -109,18 +109,13 @@ class Timer:
             self.seconds = time.perf_counter() - self.t0
 
 
-def trainable(model, args):
-    """What train.train runs: the model itself, or its torch.compile wrapper with --compile."""
-    return train.compiled(model, args.device) if args.compile else model
-
-
 def train_variant(name, seed, data, args):
     """One epoch of train.py's recipe: (epoch seconds, running train accuracy, test accuracy)."""
     (train_x, train_y), (test_x, test_y) = data
     torch.manual_seed(seed)
     model = build_model(name).to(args.device, memory_format=torch.channels_last)
     with Timer(args.device) as t:
-        _, train_acc = train.train(trainable(model, args), train_x, train_y, 1, args.batch_size, args.lr,
+        _, train_acc = train.train(train.trainable(model, args), train_x, train_y, 1, args.batch_size, args.lr,
                                    train.parse_augment(train.DEFAULT_AUGMENT), log=lambda *a: None,
                                    cuda_graphs=args.cuda_graphs)
     test_acc = 100 * (train.predict(model, test_x) == test_y).float().mean().item()
@@ -135,7 +130,7 @@ def warm_up(names, data, args):
         torch.backends.cudnn.benchmark = True
         for name in names:
             model = build_model(name).to(args.device, memory_format=torch.channels_last)
-            train.train(trainable(model, args), train_x[:4096], train_y[:4096], 1, args.batch_size, args.lr,
+            train.train(train.trainable(model, args), train_x[:4096], train_y[:4096], 1, args.batch_size, args.lr,
                         ["rotate", "affine", "noise"], log=lambda *a: None)
 
 

@@ -500,18 +500,24 @@ def test_augmented_samples_written(mnist_train, tmp_path):
 OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
 
 
-def run_cli(args, env_extra=None):
+def run_script(script, *args, env_extra=None):
+    """Run one of the repo's scripts as a user would, in a fresh process."""
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, os.path.join(HERE, "train.py"), *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run([sys.executable, os.path.join(HERE, script), *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def run_cli(args, env_extra=None):
+    return run_script("train.py", *args, env_extra=env_extra)
 
 
 def assert_one_line_error(result, needle):
-    assert result.returncode == 2, result.stderr
+    """Exit code 2, one line on stderr containing `needle`, no traceback, nothing on stdout."""
+    assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert needle in lines[0]
+    assert result.stdout == ""
 
 
 @pytest.mark.parametrize("args, needle", [

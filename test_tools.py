@@ -18,25 +18,12 @@ import torch
 import predict
 import train
 from model import build_model
+from test_model import assert_one_line_error, run_script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKFLOW = os.path.join(HERE, ".github", "workflows", "ml-pipeline.yml")
 ZIZMOR_CONFIG = os.path.join(HERE, ".github", "zizmor.yml")
 BIN = os.path.dirname(sys.executable)  # the tools installed beside this Python
-
-
-def run_script(script, *args, env_extra=None):
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, os.path.join(HERE, script), *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=600)
-
-
-def assert_one_line_error(result, needle):
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert needle in lines[0]
-    assert result.stdout == ""
 
 
 def tool(name):

@@ -5,8 +5,9 @@
 
 The whole dataset sits on the training device as uint8; each epoch is augmented there up front in
 large batched calls (grid_sample for rotation/affine, erasing, noise), normalised and sliced into
-batches, with no DataLoader and no per-image PIL work. Outputs: model_mnist_<stamp>_acc<acc>.pth (a plain state_dict),
-its .json sidecar, augmented_samples/, training_curves.png and misclassified_grid.png.
+batches, with no DataLoader and no per-image PIL work. Outputs: model_mnist_<stamp>_acc<acc>.pth
+(a plain state_dict), its .json sidecar, augmented_samples/, training_curves.png and
+misclassified_grid.png.
 """
 import time
 
@@ -328,6 +329,11 @@ def compiled(model, device):
     return torch.compile(model, mode="reduce-overhead" if device == "cuda" else "default")
 
 
+def trainable(model, args):
+    """What train() runs: the model itself, or its torch.compile wrapper with --compile."""
+    return compiled(model, args.device) if args.compile else model
+
+
 class NonFiniteLoss(Exception):
     pass
 
@@ -350,6 +356,9 @@ def train(model, images, labels, epochs, batch_size, lr, kinds, log=print, cuda_
     lrs = []
     tty = sys.stderr.isatty()
     check_every, log_every = 50, max(1, total // 5)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda",
+                              cache_enabled=not cuda_graphs)  # graphs need the cast cache off
+
     def running_acc(step):
         """Accuracy over the current epoch's batches up to `step`."""
         seen = slice(step - (step - 1) % len(slices) - 1, step)
@@ -365,8 +374,6 @@ def train(model, images, labels, epochs, batch_size, lr, kinds, log=print, cuda_
         for s, e in slices:
             x, y = epoch_x[s:e], epoch_y[s:e]
             forward = full_batch if full_batch is not None and e - s == batch_size else model
-            autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda",
-                                      cache_enabled=not cuda_graphs)
             with autocast:
                 out = forward(x)
             # The models return log-probabilities, so cross_entropy's log_softmax is a no-op on them.
@@ -615,8 +622,8 @@ def main(argv=None):
           + (f" | init {args.init}" if args.init else ""))
 
     t_train = time.perf_counter()
-    history, train_acc = train(compiled(model, args.device) if args.compile else model, train_x, train_y,
-                               args.epochs, args.batch_size, args.lr, args.augment, cuda_graphs=args.cuda_graphs)
+    history, train_acc = train(trainable(model, args), train_x, train_y, args.epochs, args.batch_size, args.lr,
+                               args.augment, cuda_graphs=args.cuda_graphs)
     train_s = time.perf_counter() - t_train
     preds = predict(model, test_x)
     test_acc = 100 * (preds == test_y).float().mean().item()
