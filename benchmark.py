@@ -5,7 +5,7 @@
     python benchmark.py --json bench.json --plot benchmark.png
 
 Per variant: params, multiply-adds per image, training-loop seconds for one epoch, training
-accuracy and test accuracy (mean and min over seeds), all with train.py's recipe. Then the end-to-end
+accuracy and test accuracy (mean and min over seeds), each with train.py's recipe for it. Then the end-to-end
 comparison: `python train.py` against the reference repos' pipeline (per-sample PIL transforms
 through a DataLoader, the 12,412-param all-conv model, Adam lr 0.01), each timed as a whole process,
 from start to checkpoint. On CUDA the training loop is timed with CUDA events after a warm-up.
@@ -32,19 +32,20 @@ from model import MODELS, build_model, count_params
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUICK_MODELS = ("fastnet",)
+REFERENCE_BATCH_SIZE = 128  # the reference repos' DataLoader batch
 
 
 def parse_args(argv=None):
-    p = train.OneLineParser(description=__doc__.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = train.OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=train.HelpFormatter)
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant (1, 2, ... N)")
     p.add_argument("--quick", action="store_true",
                    help=f"1 seed and only {', '.join(QUICK_MODELS)}: a smoke run for CI")
     p.add_argument("--models", help="comma-separated variants to run (default: all, or the quick subset)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="as in train.py")
     p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "./data"), help="as in train.py")
-    p.add_argument("--batch-size", type=int, default=train.BATCH_SIZE, help="as in train.py")
-    p.add_argument("--lr", type=float, default=train.LR, help="as in train.py")
+    p.add_argument("--batch-size", type=int,
+                   help=f"one batch size for every variant (default: train.py's, {train.recipe_help('batch_size')})")
+    p.add_argument("--lr", type=float, help=f"one peak lr for every variant (default: train.py's, {train.recipe_help('lr')})")
     p.add_argument("--compile", action="store_true", help="train through torch.compile, as train.py --compile")
     p.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs for full batches, as train.py --cuda-graphs")
     p.add_argument("--no-end-to-end", action="store_true",
@@ -110,12 +111,13 @@ class Timer:
 
 
 def train_variant(name, seed, data, args):
-    """One epoch of train.py's recipe: (epoch seconds, running train accuracy, test accuracy)."""
+    """One epoch of train.py's recipe for `name`: (epoch seconds, running train accuracy, test accuracy)."""
     (train_x, train_y), (test_x, test_y) = data
     torch.manual_seed(seed)
     model = build_model(name).to(args.device, memory_format=torch.channels_last)
     with Timer(args.device) as t:
-        _, train_acc = train.train(train.trainable(model, args), train_x, train_y, 1, args.batch_size, args.lr,
+        _, train_acc = train.train(train.trainable(model, args), train_x, train_y, 1,
+                                   *train.recipe(name, args.batch_size, args.lr),
                                    train.parse_augment(train.DEFAULT_AUGMENT), log=lambda *a: None,
                                    cuda_graphs=args.cuda_graphs)
     test_acc = 100 * (train.predict(model, test_x) == test_y).float().mean().item()
@@ -130,8 +132,8 @@ def warm_up(names, data, args):
         torch.backends.cudnn.benchmark = True
         for name in names:
             model = build_model(name).to(args.device, memory_format=torch.channels_last)
-            train.train(train.trainable(model, args), train_x[:4096], train_y[:4096], 1, args.batch_size, args.lr,
-                        ["rotate", "affine", "noise"], log=lambda *a: None)
+            train.train(train.trainable(model, args), train_x[:4096], train_y[:4096], 1,
+                        *train.recipe(name, args.batch_size, args.lr), ["rotate", "affine", "noise"], log=lambda *a: None)
 
 
 # ---------------------------------------------------------------- the reference pipeline
@@ -146,7 +148,7 @@ def reference_pipeline(data_dir, out_dir, seed=1):
     train_tf = transforms.Compose([transforms.RandomRotation((5, 7)), transforms.ToTensor(), normalize])
     test_tf = transforms.Compose([transforms.ToTensor(), normalize])
     train_loader = torch.utils.data.DataLoader(datasets.MNIST(data_dir, train=True, download=True, transform=train_tf),
-                                               batch_size=128, shuffle=True)
+                                               batch_size=REFERENCE_BATCH_SIZE, shuffle=True)
     test_loader = torch.utils.data.DataLoader(datasets.MNIST(data_dir, train=False, transform=test_tf),
                                               batch_size=1000)
     model = build_model("ref_allconv_12k")
@@ -208,13 +210,14 @@ def end_to_end(data_dir, device, repeats=2):
 
 def print_table(rows, reference, ours, seeds):
     print(f"\none augmented epoch, {seeds} seed(s) each; accuracies in %")
-    print(f"{'model':18s} {'params':>7s} {'MACs':>9s} {'epoch s':>8s} {'train':>7s} {'test':>7s} {'test min':>8s}")
+    print(f"{'model':18s} {'params':>7s} {'MACs':>9s} {'batch':>5s} {'epoch s':>8s} {'train':>7s} {'test':>7s} "
+          f"{'test min':>8s}")
     for r in rows:
-        print(f"{r['name']:18s} {r['params']:7,d} {r['macs']:9,d} {r['epoch_s']:8.2f} {r['train_acc_mean']:7.2f} "
-              f"{r['test_acc_mean']:7.2f} {r['test_acc_min']:8.2f}")
+        print(f"{r['name']:18s} {r['params']:7,d} {r['macs']:9,d} {r['batch_size']:5d} {r['epoch_s']:8.2f} "
+              f"{r['train_acc_mean']:7.2f} {r['test_acc_mean']:7.2f} {r['test_acc_min']:8.2f}")
     if reference is None:
         return
-    print(f"{'reference pipeline':18s} {12412:7,d} {'':9s} {reference['epoch_s']:8.2f} {'':7s} "
+    print(f"{'reference pipeline':18s} {12412:7,d} {'':9s} {REFERENCE_BATCH_SIZE:5d} {reference['epoch_s']:8.2f} {'':7s} "
           f"{reference['test_acc']:7.2f}")
     print(f"\nend to end (median of runs): python train.py {ours['wall_s']:.2f}s to checkpoint, "
           f"{ours['exit_s']:.2f}s to exit (test {ours['test_acc']:.2f}%); reference pipeline "
@@ -253,12 +256,14 @@ def main(argv=None):
         runs = [train_variant(name, seed, data, args) for seed in range(1, args.seeds + 1)]
         epoch_s, train_acc, test_acc = zip(*runs)
         model = build_model(name)
+        batch_size, lr = train.recipe(name, args.batch_size, args.lr)
         rows.append({"name": name, "params": count_params(model), "macs": macs_per_image(model),
+                     "batch_size": batch_size, "lr": lr,
                      "epoch_s": round(statistics.median(epoch_s), 3),
                      "train_acc_mean": round(statistics.mean(train_acc), 3),
                      "test_acc_mean": round(statistics.mean(test_acc), 3), "test_acc_min": round(min(test_acc), 2)})
         print(f"{name}: " + ", ".join(f"seed {i + 1} test {t:.2f}%" for i, t in enumerate(test_acc)), flush=True)
-    result = {"variants": rows, "seeds": args.seeds, "batch_size": args.batch_size, "lr": args.lr,
+    result = {"variants": rows, "seeds": args.seeds,
               "compile": args.compile, "cuda_graphs": args.cuda_graphs, "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device == "cuda" else
               platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
