@@ -238,7 +238,7 @@ def plot(rows, path):
         ax.set_ylabel("test accuracy after one epoch, %")
         ax.grid(alpha=0.3)
     axes[0].axvline(25_000, color="gray", linestyle="--", linewidth=1)
-    fig.suptitle("blue: this project's variants, red: reference architectures (same recipe)")
+    fig.suptitle("blue: this project's variants, red: reference architectures (both with train.py's recipe)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

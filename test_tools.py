@@ -246,6 +246,17 @@ def test_predict_evaluate(trained, tmp_path, data_dir):
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_output_into_a_closed_pipe_is_quiet(trained, tmp_path, data_dir):
+    """`predict.py --evaluate | head -2`: when the reader has gone, exit 141 without a traceback."""
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "predict.py"), trained.pth, "--evaluate",
+                             "--out-dir", str(tmp_path), "--data-dir", data_dir],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader goes away before the first line is written
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 141, stderr
+    assert stderr == ""
+
+
 def corrupt_copies(trained, tmp_path):
     """(name, checkpoint path, extra flags, expected message) for each broken checkpoint a user may hold."""
     stem = os.path.basename(trained.pth)[:-4]
@@ -361,7 +372,9 @@ def test_benchmark_quick_runs(tmp_path, data_dir):
     report = json.loads(out.read_text())
     (row,) = report["variants"]
     assert row["name"] == "tinynet" and row["params"] == 7_986
-    assert set(row) == {"name", "params", "macs", "epoch_s", "train_acc_mean", "test_acc_mean", "test_acc_min"}
+    assert set(row) == {"name", "params", "macs", "batch_size", "lr", "epoch_s", "train_acc_mean", "test_acc_mean",
+                        "test_acc_min"}
+    assert (row["batch_size"], row["lr"]) == train.recipe("tinynet")
     assert {"epoch_s", "wall_s", "test_acc"} <= set(report["reference"])
     assert report["speedup_vs_reference"] > 0 and report["device"] == "cpu" and report["torch"] == torch.__version__
     assert "speed-up of train.py over the reference" in result.stdout
