@@ -679,6 +679,12 @@ def run_cli(entry, argv=None):
     """Turn the errors a user can cause into one line on stderr and an exit code, never a traceback."""
     try:
         entry(argv)
+        sys.stdout.flush()  # inside the try, so that a closed pipe is caught here rather than at exit
+    except BrokenPipeError:
+        # Whoever read the output has gone (`| head`): stop quietly, as Unix tools do, with the
+        # leftover output sent nowhere so that Python's flush at exit does not print a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, the shell's code for this
     except UserError as e:
         fail(f"error: {e}", 2)
     except NonFiniteLoss as e:
