@@ -520,6 +520,15 @@ def run_cli(args, env_extra=None):
     return run_script("train.py", *args, env_extra=env_extra)
 
 
+def run_in_process(entry, argv, capsys):
+    """A script's main through train.run_cli in this process, as a CompletedProcess: the same
+    checks as run_script without a fresh process's torch import. Real processes are tested too."""
+    with pytest.raises(SystemExit) as exit_info:
+        train.run_cli(entry, [str(a) for a in argv])
+    stdout, stderr = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, exit_info.value.code, stdout, stderr)
+
+
 def assert_one_line_error(result, needle):
     """Exit code 2, one line on stderr containing `needle`, no traceback, nothing on stdout."""
     assert result.returncode == 2, result.stdout + result.stderr
@@ -538,9 +547,10 @@ def assert_one_line_error(result, needle):
     (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs a CUDA device"),
     (["--augment", "rotate,blur"], "unknown augmentation 'blur'"),
 ])
-def test_cli_rejects_bad_flags(args, needle, tmp_path, data_dir):
+def test_cli_rejects_bad_flags(args, needle, tmp_path, data_dir, capsys):
     out = tmp_path / "out"
-    assert_one_line_error(run_cli([*args, "--out-dir", str(out), "--data-dir", data_dir]), needle)
+    assert_one_line_error(run_in_process(train.main, [*args, "--out-dir", out, "--data-dir", data_dir], capsys),
+                          needle)
     assert not out.exists()
 
 

@@ -15,10 +15,11 @@ import sys
 import pytest
 import torch
 
+import export
 import predict
 import train
 from model import build_model
-from test_model import assert_one_line_error, run_script
+from test_model import assert_one_line_error, run_in_process, run_script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKFLOW = os.path.join(HERE, ".github", "workflows", "ml-pipeline.yml")
@@ -282,13 +283,13 @@ def corrupt_copies(trained, tmp_path):
     return cases
 
 
-def test_predict_refuses_bad_checkpoints(trained, mnist_test, tmp_path):
+def test_predict_refuses_bad_checkpoints(trained, mnist_test, tmp_path, capsys):
     image = as_photo(mnist_test[0][0], tmp_path / "d.png")
     for name, pth, flags, needle in corrupt_copies(trained, tmp_path):
-        assert_one_line_error(run_script("predict.py", pth, image, *flags), needle)
+        assert_one_line_error(run_in_process(predict.main, [pth, image, *flags], capsys), needle)
 
 
-def test_predict_refuses_bad_images(trained, mnist_test, tmp_path):
+def test_predict_refuses_bad_images(trained, mnist_test, tmp_path, capsys):
     from PIL import Image
 
     good = as_photo(mnist_test[0][0], tmp_path / "good.png")
@@ -300,7 +301,7 @@ def test_predict_refuses_bad_images(trained, mnist_test, tmp_path):
                         ("black.png", "no digit found"), ("empty.png", "is not a readable PNG/JPEG image"),
                         ("missing.png", "not found")):
         # the good image first: nothing is printed for it when a later one is bad
-        assert_one_line_error(run_script("predict.py", trained.pth, good, tmp_path / bad), needle)
+        assert_one_line_error(run_in_process(predict.main, [trained.pth, good, tmp_path / bad], capsys), needle)
 
 
 # ---------------------------------------------------------------- export.py
@@ -338,9 +339,9 @@ def test_export_int8_keeps_accuracy(onnxruntime, trained, tmp_path, data_dir):
     assert float_acc - int8_acc <= 0.2
 
 
-def test_export_refuses_bad_checkpoints(onnxruntime, trained, tmp_path):
+def test_export_refuses_bad_checkpoints(onnxruntime, trained, tmp_path, capsys):
     for name, pth, flags, needle in corrupt_copies(trained, tmp_path):
-        assert_one_line_error(run_script("export.py", pth, *flags), needle)
+        assert_one_line_error(run_in_process(export.main, [pth, *flags], capsys), needle)
         assert not glob.glob(str(tmp_path / "**" / "*.onnx"), recursive=True), name
 
 
