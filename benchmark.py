@@ -45,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "./data"), help="as in train.py")
     p.add_argument("--batch-size", type=int,
                    help=f"one batch size for every variant (default: train.py's, {train.recipe_help('batch_size')})")
-    p.add_argument("--lr", type=float, help=f"one peak lr for every variant (default: train.py's, {train.recipe_help('lr')})")
+    p.add_argument("--lr", type=float,
+                   help=f"one peak lr for every variant (default: train.py's, {train.recipe_help('lr')})")
     p.add_argument("--compile", action="store_true", help="train through torch.compile, as train.py --compile")
     p.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs for full batches, as train.py --cuda-graphs")
     p.add_argument("--no-end-to-end", action="store_true",
@@ -110,16 +111,19 @@ class Timer:
             self.seconds = time.perf_counter() - self.t0
 
 
+def one_epoch(name, model, images, labels, args, cuda_graphs=False):
+    """One quiet epoch of train.py's recipe for variant `name`; returns the running training accuracy."""
+    return train.train(train.trainable(model, args), images, labels, 1, *train.recipe(name, args.batch_size, args.lr),
+                       train.parse_augment(train.DEFAULT_AUGMENT), log=lambda *a: None, cuda_graphs=cuda_graphs)[1]
+
+
 def train_variant(name, seed, data, args):
     """One epoch of train.py's recipe for `name`: (epoch seconds, running train accuracy, test accuracy)."""
     (train_x, train_y), (test_x, test_y) = data
     torch.manual_seed(seed)
     model = build_model(name).to(args.device, memory_format=torch.channels_last)
     with Timer(args.device) as t:
-        _, train_acc = train.train(train.trainable(model, args), train_x, train_y, 1,
-                                   *train.recipe(name, args.batch_size, args.lr),
-                                   train.parse_augment(train.DEFAULT_AUGMENT), log=lambda *a: None,
-                                   cuda_graphs=args.cuda_graphs)
+        train_acc = one_epoch(name, model, train_x, train_y, args, args.cuda_graphs)
     test_acc = 100 * (train.predict(model, test_x) == test_y).float().mean().item()
     return t.seconds, train_acc, test_acc
 
@@ -132,8 +136,7 @@ def warm_up(names, data, args):
         torch.backends.cudnn.benchmark = True
         for name in names:
             model = build_model(name).to(args.device, memory_format=torch.channels_last)
-            train.train(train.trainable(model, args), train_x[:4096], train_y[:4096], 1,
-                        *train.recipe(name, args.batch_size, args.lr), ["rotate", "affine", "noise"], log=lambda *a: None)
+            one_epoch(name, model, train_x[:4096], train_y[:4096], args)
 
 
 # ---------------------------------------------------------------- the reference pipeline
@@ -217,8 +220,8 @@ def print_table(rows, reference, ours, seeds):
               f"{r['train_acc_mean']:7.2f} {r['test_acc_mean']:7.2f} {r['test_acc_min']:8.2f}")
     if reference is None:
         return
-    print(f"{'reference pipeline':18s} {12412:7,d} {'':9s} {REFERENCE_BATCH_SIZE:5d} {reference['epoch_s']:8.2f} {'':7s} "
-          f"{reference['test_acc']:7.2f}")
+    print(f"{'reference pipeline':18s} {12412:7,d} {'':9s} {REFERENCE_BATCH_SIZE:5d} {reference['epoch_s']:8.2f} "
+          f"{'':7s} {reference['test_acc']:7.2f}")
     print(f"\nend to end (median of runs): python train.py {ours['wall_s']:.2f}s to checkpoint, "
           f"{ours['exit_s']:.2f}s to exit (test {ours['test_acc']:.2f}%); reference pipeline "
           f"{reference['wall_s']:.2f}s to checkpoint, {reference['exit_s']:.2f}s to exit "

@@ -85,7 +85,8 @@ def parse_args(argv=None):
                    f"(default: the --init checkpoint's model, else {DEFAULT_MODEL})")
     p.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the 60k training images")
     p.add_argument("--batch-size", type=int, help=f"training batch size (default: {recipe_help('batch_size')})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate of the one-cycle schedule (default: {recipe_help('lr')})")
+    p.add_argument("--lr", type=float,
+                   help=f"peak learning rate of the one-cycle schedule (default: {recipe_help('lr')})")
     p.add_argument("--seed", type=int, default=SEED, help="random seed (same seed, same device: same weights)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto takes CUDA, then MPS, when present, else the CPU")
