@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import subprocess
 import sys
 
@@ -376,6 +377,18 @@ def test_checkpoint_round_trip(trained, mnist_test, tmp_path):
     with torch.no_grad():
         assert torch.equal(reloaded.eval()(x), trained.model(x))
     assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(pth), os.path.basename(pth)[:-4] + ".json"])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_checkpoint_files_follow_umask(umask, trained, tmp_path):
+    """The .pth and sidecar get the mode any new file of the user's gets (0o666 less the umask)."""
+    old = os.umask(umask)
+    try:
+        pth = train.save_checkpoint(trained.model, str(tmp_path), dict(trained.sidecar, timestamp="20260101_000000"))
+    finally:
+        os.umask(old)
+    for path in (pth, train.sidecar_path(pth)):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
 
 
 def test_loading_refuses_pickled_objects(tmp_path):

@@ -444,12 +444,15 @@ def checkpoint_stem(timestamp, test_acc):
 
 
 def atomic_write(path, data):
-    """Write bytes to a temp file beside `path`, then rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp_", suffix=os.path.basename(path))
+    """Write bytes to a temp file beside `path`, then rename: a reader never sees half a file.
+
+    The temp file is created as open() creates any file, mode 0o666 less the user's umask (mkstemp
+    would make it 0o600); O_EXCL and a random name keep it our own."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp_{os.urandom(4).hex()}_{os.path.basename(path)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
