@@ -27,6 +27,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import cli
+import data
+import plots
 import train
 from model import MODELS, build_model, count_params
 
@@ -36,13 +39,13 @@ REFERENCE_BATCH_SIZE = 128  # the reference repos' DataLoader batch
 
 
 def parse_args(argv=None):
-    p = train.OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=train.HelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant (1, 2, ... N)")
     p.add_argument("--quick", action="store_true",
                    help=f"1 seed and only {', '.join(QUICK_MODELS)}: a smoke run for CI")
     p.add_argument("--models", help="comma-separated variants to run (default: all, or the quick subset)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="as in train.py")
-    p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "./data"), help="as in train.py")
+    cli.add_device(p)
+    cli.add_data_dir(p)
     p.add_argument("--batch-size", type=int,
                    help=f"one batch size for every variant (default: train.py's, {train.recipe_help('batch_size')})")
     p.add_argument("--lr", type=float,
@@ -57,13 +60,13 @@ def parse_args(argv=None):
                    help="run the reference pipeline once into OUT_DIR and exit (used to time it as a process)")
     args = p.parse_args(argv)
     if args.seeds <= 0:
-        raise train.UserError(f"--seeds must be a positive integer, got {args.seeds}")
+        raise cli.UserError(f"--seeds must be a positive integer, got {args.seeds}")
     names = args.models.split(",") if args.models else list(QUICK_MODELS if args.quick else MODELS)
     unknown = [n for n in names if n not in MODELS]
     if unknown:
-        raise train.UserError(f"unknown model {unknown[0]!r}: use --models with names from {', '.join(MODELS)}")
+        raise cli.UserError(f"unknown model {unknown[0]!r}: use --models with names from {', '.join(MODELS)}")
     args.models, args.seeds = names, 1 if args.quick else args.seeds
-    args.device = train.resolve_device(args.device)
+    args.device = cli.resolve_device(args.device)
     train.require_cuda_for_graphs(args)
     return args
 
@@ -113,26 +116,27 @@ class Timer:
 
 def one_epoch(name, model, images, labels, args, cuda_graphs=False):
     """One quiet epoch of train.py's recipe for variant `name`; returns the running training accuracy."""
-    return train.train(train.trainable(model, args), images, labels, 1, *train.recipe(name, args.batch_size, args.lr),
-                       train.parse_augment(train.DEFAULT_AUGMENT), log=lambda *a: None, cuda_graphs=cuda_graphs)[1]
+    config = train.recipe(name, batch_size=args.batch_size, lr=args.lr)
+    return train.train(train.trainable(model, args), images, labels, config, 1, log=lambda *a: None,
+                       cuda_graphs=cuda_graphs)[1]
 
 
-def train_variant(name, seed, data, args):
+def train_variant(name, seed, mnist, args):
     """One epoch of train.py's recipe for `name`: (epoch seconds, running train accuracy, test accuracy)."""
-    (train_x, train_y), (test_x, test_y) = data
+    (train_x, train_y), (test_x, test_y) = mnist
     torch.manual_seed(seed)
     model = build_model(name).to(args.device, memory_format=torch.channels_last)
     with Timer(args.device) as t:
         train_acc = one_epoch(name, model, train_x, train_y, args, args.cuda_graphs)
-    test_acc = 100 * (train.predict(model, test_x) == test_y).float().mean().item()
+    test_acc = train.evaluate(model, test_x, test_y)[1]
     return t.seconds, train_acc, test_acc
 
 
-def warm_up(names, data, args):
+def warm_up(names, mnist, args):
     """A short run of each variant first, so that CUDA context, cuDNN autotuning, allocator set-up
     and (with --compile) compilation are not timed."""
     if args.device == "cuda" or args.compile:  # CUDA-graph capture happens, and is timed, in each run
-        (train_x, train_y), _ = data
+        (train_x, train_y), _ = mnist
         torch.backends.cudnn.benchmark = True
         for name in names:
             model = build_model(name).to(args.device, memory_format=torch.channels_last)
@@ -147,7 +151,7 @@ def reference_pipeline(data_dir, out_dir, seed=1):
     from torchvision import datasets, transforms
 
     torch.manual_seed(seed)
-    normalize = transforms.Normalize((train.MNIST_MEAN,), (train.MNIST_STD,))
+    normalize = transforms.Normalize((data.MNIST_MEAN,), (data.MNIST_STD,))
     train_tf = transforms.Compose([transforms.RandomRotation((5, 7)), transforms.ToTensor(), normalize])
     test_tf = transforms.Compose([transforms.ToTensor(), normalize])
     train_loader = torch.utils.data.DataLoader(datasets.MNIST(data_dir, train=True, download=True, transform=train_tf),
@@ -179,7 +183,7 @@ def timed_process(args):
     wall = time.perf_counter() - t0
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise train.UserError(f"{args[0]} failed: {last}")
+        raise cli.UserError(f"{args[0]} failed: {last}")
     return wall
 
 
@@ -230,38 +234,21 @@ def print_table(rows, reference, ours, seeds):
           f"{reference['exit_s'] / ours['exit_s']:.2f}x to exit")
 
 
-def plot(rows, path):
-    plt = train.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "epoch_s", "seconds per epoch")):
-        for r in rows:
-            ax.scatter(r[key], r["test_acc_mean"], color="tab:red" if r["name"].startswith("ref") else "tab:blue")
-            ax.annotate(r["name"], (r[key], r["test_acc_mean"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy after one epoch, %")
-        ax.grid(alpha=0.3)
-    axes[0].axvline(25_000, color="gray", linestyle="--", linewidth=1)
-    fig.suptitle("blue: this project's variants, red: reference architectures (both with train.py's recipe)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.reference_run:
         reference_pipeline(args.data_dir, args.reference_run)
         return
-    data = (train.load_mnist(args.data_dir, True, args.device), train.load_mnist(args.data_dir, False, args.device))
-    warm_up(args.models, data, args)
+    mnist = (data.load_mnist(args.data_dir, "train", args.device), data.load_mnist(args.data_dir, "test", args.device))
+    warm_up(args.models, mnist, args)
     rows = []
     for name in args.models:
-        runs = [train_variant(name, seed, data, args) for seed in range(1, args.seeds + 1)]
+        runs = [train_variant(name, seed, mnist, args) for seed in range(1, args.seeds + 1)]
         epoch_s, train_acc, test_acc = zip(*runs)
         model = build_model(name)
-        batch_size, lr = train.recipe(name, args.batch_size, args.lr)
+        config = train.recipe(name, batch_size=args.batch_size, lr=args.lr)
         rows.append({"name": name, "params": count_params(model), "macs": macs_per_image(model),
-                     "batch_size": batch_size, "lr": lr,
+                     "batch_size": config["batch_size"], "lr": config["lr"],
                      "epoch_s": round(statistics.median(epoch_s), 3),
                      "train_acc_mean": round(statistics.mean(train_acc), 3),
                      "test_acc_mean": round(statistics.mean(test_acc), 3), "test_acc_min": round(min(test_acc), 2)})
@@ -283,9 +270,9 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     if args.plot:
-        plot(rows, args.plot)
+        plots.save_benchmark_plot(rows, args.plot)
     return result
 
 
 if __name__ == "__main__":
-    train.run_cli(main)
+    cli.run_cli(main)

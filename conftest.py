@@ -1,13 +1,25 @@
-"""Shared fixtures: one trained default model per test session, and the MNIST test set.
+"""Shared fixtures and helpers: one trained default model per test session, MNIST, and the ways to
+run a script (fresh process or in-process) and check its one-line errors.
 
-`pytest --checkpoint PATH` (or env MNIST_CHECKPOINT) tests that checkpoint instead of training one,
+`pytest --checkpoint=PATH` (or env MNIST_CHECKPOINT) tests that checkpoint instead of training one,
 which is how CI tests the model that `python train.py` just produced."""
+import json
 import os
+import shutil
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+import cli
 import train
+from checkpoint import load_checkpoint
+from data import load_mnist
+from model import build_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def pytest_addoption(parser):
@@ -17,17 +29,17 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def data_dir():
-    return os.environ.get("MNIST_DATA_DIR", "./data")
+    return cli.default_data_dir()
 
 
 @pytest.fixture(scope="session")
 def mnist_test(data_dir):
-    return train.load_mnist(data_dir, False, "cpu")
+    return load_mnist(data_dir, "test", "cpu")
 
 
 @pytest.fixture(scope="session")
 def mnist_train(data_dir):
-    return train.load_mnist(data_dir, True, "cpu")
+    return load_mnist(data_dir, "train", "cpu")
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +51,83 @@ def trained(request, tmp_path_factory, data_dir):
     if not pth:
         out_dir = tmp_path_factory.mktemp("train_run")
         pth = train.main(["--out-dir", str(out_dir), "--device", "cpu", "--data-dir", data_dir])
-    model, sidecar = train.load_checkpoint(pth)
+    model, sidecar = load_checkpoint(pth)
     model.eval()
     return SimpleNamespace(model=model, sidecar=sidecar, pth=pth, out_dir=out_dir)
+
+
+# ---------------------------------------------------------------- running the scripts
+
+def run_script(script, *args, env_extra=None, timeout=600):
+    """Run one of the repo's scripts as a user would, in a fresh process."""
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, os.path.join(HERE, script), *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def assert_one_line_error(result, needle, code=cli.EXIT_USAGE):
+    """Exit `code` (2: bad input), one line on stderr containing `needle`, no traceback, nothing on stdout."""
+    assert result.returncode == code, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert needle in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+@pytest.fixture(scope="session")
+def offline_env():
+    """Environment variables that send every download to a closed local port."""
+    return {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+
+
+@pytest.fixture(scope="session")
+def script():
+    """script(name, *args, env_extra=None): a CompletedProcess of the script run in a fresh process."""
+    return run_script
+
+
+@pytest.fixture(scope="session")
+def one_line_error():
+    """one_line_error(result, needle, code=2): the result is one clear line on stderr and that exit code."""
+    return assert_one_line_error
+
+
+@pytest.fixture
+def in_process(capsys):
+    """in_process(entry, argv): a script's main through cli.run_cli in this process, as a CompletedProcess.
+    The same checks as a fresh process without its torch import; real processes are tested too."""
+    def run(entry, argv):
+        try:
+            cli.run_cli(entry, [str(a) for a in argv])
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        stdout, stderr = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, stdout, stderr)
+    return run
+
+
+@pytest.fixture
+def corrupt_checkpoints(trained, tmp_path):
+    """(name, checkpoint path, extra flags, expected message) for each broken checkpoint a user may hold."""
+    stem = os.path.basename(trained.pth)[:-4]
+    cases = []
+    truncated = tmp_path / "truncated" / (stem + ".pth")
+    truncated.parent.mkdir()
+    truncated.write_bytes(open(trained.pth, "rb").read()[:2000])
+    cases.append(("truncated", truncated, ["--model", trained.sidecar["model"]], "not a readable PyTorch checkpoint"))
+    tampered = tmp_path / "tampered" / (stem + ".pth")
+    tampered.parent.mkdir()
+    data = bytearray(open(trained.pth, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    shutil.copy(trained.pth[:-4] + ".json", tampered.parent)
+    cases.append(("sha256 mismatch", tampered, [], "does not match the sha256"))
+    other = "tinynet" if trained.sidecar["model"] != "tinynet" else "fastnet"
+    wrong = tmp_path / "other_variant" / "m.pth"
+    wrong.parent.mkdir()
+    torch.save(build_model(other).state_dict(), wrong)
+    (wrong.parent / "m.json").write_text(json.dumps({"model": trained.sidecar["model"]}))
+    cases.append(("another variant", wrong, [], "another variant?"))
+    cases.append(("missing", tmp_path / "nowhere.pth", [], "not found"))
+    return cases

@@ -7,7 +7,6 @@
 The ONNX model takes what the PyTorch one takes: (batch, 1, 28, 28) float pixels normalised as
 (x / 255 - 0.1307) / 0.3081, any batch size; it returns (batch, 10) log-probabilities.
 """
-import argparse
 import os
 import shutil
 import tempfile
@@ -15,24 +14,25 @@ import warnings
 
 import torch
 
-import train
+import cli
+from checkpoint import load_checkpoint
+from data import load_mnist, to_input
+from inference import probabilities
 from model import MODELS
 
-MAX_ABS_DIFF = 1e-4      # ONNX Runtime vs PyTorch, float model
+MAX_ABS_DIFF = 1e-4      # ONNX Runtime vs PyTorch, float model, in probability
 MAX_INT8_DROP = 0.2      # accuracy points the int8 model may lose against the float one
 CALIBRATION_IMAGES = 1024
 
 
 def parse_args(argv=None):
-    p = train.OneLineParser(description=__doc__.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("checkpoint", help="a model_mnist_*.pth (its .json sidecar beside it)")
     p.add_argument("--out", help="ONNX file to write (default: the checkpoint's stem + .onnx)")
     p.add_argument("--model", help=f"variant, when the checkpoint has no sidecar: {', '.join(MODELS)}")
     p.add_argument("--int8", action="store_true",
                    help="also write <stem>.int8.onnx: static int8 quantization calibrated on training images")
-    p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "./data"),
-                   help="MNIST root: real test images for the check, training images for calibration")
+    cli.add_data_dir(p, "MNIST root: real test images for the check, training images for calibration")
     args = p.parse_args(argv)
     args.out = args.out or os.path.splitext(args.checkpoint)[0] + ".onnx"
     return args
@@ -43,7 +43,7 @@ def import_onnx_tools():
         import onnx  # noqa: F401  (the exporter needs it)
         import onnxruntime
     except ImportError as e:
-        raise train.UserError(f"{e.name} is not installed: pip install -r requirements-extras.txt") from None
+        raise cli.UserError(f"{e.name} is not installed: pip install -r requirements-extras.txt") from None
     return onnxruntime
 
 
@@ -70,8 +70,8 @@ def run_onnx(ort, path, x):
     return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
-def accuracy(log_probs, labels):
-    return 100 * (log_probs.argmax(1) == labels).float().mean().item()
+def accuracy(scores, labels):
+    return 100 * (scores.argmax(1) == labels).float().mean().item()
 
 
 def quantize_int8(float_path, int8_path, calibration):
@@ -99,28 +99,27 @@ def quantize_int8(float_path, int8_path, calibration):
 def main(argv=None):
     args = parse_args(argv)
     ort = import_onnx_tools()
-    model, _ = train.load_checkpoint(args.checkpoint, args.model)
-    test_x, test_y = train.load_mnist(args.data_dir, False, "cpu")
-    train.check_out_dir(os.path.dirname(args.out) or ".")
-    inputs = train.normalize(train.to_unit(test_x))
+    model, _ = load_checkpoint(args.checkpoint, args.model)
+    test_x, test_y = load_mnist(args.data_dir, "test", "cpu")
+    cli.check_out_dir(os.path.dirname(args.out) or ".")
+    inputs = to_input(test_x)
 
     export_onnx(model, args.out)
-    with torch.no_grad():
-        expected = model.eval()(inputs)
-    got = torch.cat([run_onnx(ort, args.out, inputs[:1]), run_onnx(ort, args.out, inputs[1:])])  # batch 1 and 9,999
+    expected = probabilities(model, test_x)
+    got = torch.cat([run_onnx(ort, args.out, inputs[:1]), run_onnx(ort, args.out, inputs[1:])]).exp()  # batch 1, 9,999
     diff = (got - expected).abs().max().item()
     float_acc = accuracy(got, test_y)
     print(f"wrote {args.out} ({os.path.getsize(args.out):,} bytes) | max |onnxruntime - pytorch| = {diff:.2e} "
-          f"on {len(test_y):,} test images | accuracy {float_acc:.2f}%")
+          f"(probabilities) on {len(test_y):,} test images | accuracy {float_acc:.2f}%")
     if diff > MAX_ABS_DIFF:
         os.unlink(args.out)
-        raise train.UserError(f"ONNX output differs from PyTorch by {diff:.2e} (> {MAX_ABS_DIFF}); nothing kept")
+        raise cli.UserError(f"ONNX output differs from PyTorch by {diff:.2e} (> {MAX_ABS_DIFF}); nothing kept")
 
     if args.int8:
         int8_path = os.path.splitext(args.out)[0] + ".int8.onnx"
-        train_x, _ = train.load_mnist(args.data_dir, True, "cpu")
+        train_x, _ = load_mnist(args.data_dir, "train", "cpu")
         pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
-        calibration = train.normalize(train.to_unit(train_x[pick]))
+        calibration = to_input(train_x[pick])
         quantize_int8(args.out, int8_path, calibration)
         int8_acc = accuracy(run_onnx(ort, int8_path, inputs), test_y)
         drop = float_acc - int8_acc
@@ -130,4 +129,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    train.run_cli(main)
+    cli.run_cli(main)

@@ -4,7 +4,8 @@ Each variant builds one nn.Sequential, `self.net`, so tools (receptive-field wal
 activation hooks, summaries) can read the layers in order. Per-layer comments give
 output size and receptive field (RF) as "CxHxW, RF r".
 
-Switch the default by editing the `selected_model` line at the bottom.
+Switch the default by editing the `selected_model` line at the bottom. To add a variant: its class
+(with `documented_params`) and its MODELS entry.
 """
 import torch.nn as nn
 import torch.nn.functional as F
@@ -17,9 +18,11 @@ def conv_bn_act(c_in, c_out, kernel=3, padding=1, stride=1, act=nn.ReLU):
 
 
 class MnistNet(nn.Module):
-    """Base class: subclasses set `self.net`; forward returns log_softmax of its logits."""
+    """Base class: subclasses set `self.net`; forward returns log_softmax of its logits.
+    `documented_params` is the count the README gives; test_model.py holds every variant to it."""
 
     net: nn.Sequential
+    documented_params: int
 
     def forward(self, x):
         return F.log_softmax(self.net(x), dim=1)
@@ -31,6 +34,8 @@ class FastNet(MnistNet):
     """Default, 19,354 params, built for speed. A stride-2 first conv puts every later layer at
     14x14 or 7x7: BatchNorm and conv passes over 28x28 maps are what dominate a CPU epoch.
     The flattened 3x3 head keeps position information that global pooling would throw away."""
+
+    documented_params = 19_354
 
     def __init__(self):
         super().__init__()
@@ -52,6 +57,8 @@ class WideNet(MnistNet):
     accuracy from 99.32% to 99.36% (mean of 5 seeds at batch 32); on FastNet it gave 99.14% against
     ReLU's 99.17%, so FastNet keeps ReLU."""
 
+    documented_params = 22_826
+
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
@@ -70,6 +77,8 @@ class WideNet(MnistNet):
 class TinyNet(MnistNet):
     """Under 8,000 params (7,986): WideNet's plan at half the width, plus a second 28x28 conv.
     At this size the extra full-resolution layer is worth more than width later on."""
+
+    documented_params = 7_986
 
     def __init__(self):
         super().__init__()
@@ -93,6 +102,8 @@ class TinyNet(MnistNet):
 class RefBaselineNet(MnistNet):
     """Reference 1 (52,138 params): two convs and a 784->64->10 MLP. Over the 25k budget."""
 
+    documented_params = 52_138
+
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
@@ -109,6 +120,8 @@ class RefBaselineNet(MnistNet):
 class RefAllConvNet(MnistNet):
     """Reference 2 (12,412 params): all-conv, ReLU then BN, no padding, 4x4 conv to 1x1.
     The reference's fifth conv keeps its bias (2,320 params in its summary), so this one does too."""
+
+    documented_params = 12_412
 
     def __init__(self):
         super().__init__()
@@ -134,6 +147,8 @@ class RefFcHeadNet(MnistNet):
     """Reference 3 (24,806 params; its README counts 24,690, leaving out the 116 BN params):
     conv 6 and 12 filters, then 588->40->10."""
 
+    documented_params = 24_806
+
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
@@ -150,6 +165,8 @@ class RefFcHeadNet(MnistNet):
 class RefOneByOneNet(MnistNet):
     """Reference 4 (8,954 params; its README says ~8,938, counting 96 BN params where there
     are 112): a 1x1 squeeze between 3x3 convs, FC 512->10, BN after each conv."""
+
+    documented_params = 8_954
 
     def __init__(self):
         super().__init__()
@@ -174,6 +191,8 @@ class RefDropoutNet(MnistNet):
     dropout 0.25, FC with 32 hidden units. Its README says ~15,000; the layers it describes
     (3x3, padding 1, 2x2 pools) come to 8,618."""
 
+    documented_params = 8_618
+
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
@@ -192,6 +211,8 @@ class RefDropoutNet(MnistNet):
 
 class RefGapNet(MnistNet):
     """The reference that reduces the map to 1x1 (receptive field 28 >= image) before one FC."""
+
+    documented_params = 13_058
 
     def __init__(self):
         super().__init__()
@@ -241,3 +262,4 @@ def count_params(model):
 
 # The default variant: edit this one line to switch (e.g. `selected_model = TinyNet()`).
 selected_model = FastNet()
+MNISTModel = type(selected_model)  # the class name the reference repos' scripts and tests import

@@ -8,34 +8,35 @@ digit is dark on a light background, cropped to the digit, scaled into a 20x20 b
 mass in 28x28. The sidecar .json beside the checkpoint says which variant to rebuild; pass --model
 when it is missing.
 """
-import argparse
 import os
-import sys
 
 import torch
 import torch.nn.functional as F
 
-import train
+import cli
+import plots
+from checkpoint import load_checkpoint
+from data import load_mnist
+from inference import probabilities
 from model import MODELS
 
 INK_THRESHOLD = 0.2  # after background removal, pixels above this (0..1) count as the digit
 
 
 def parse_args(argv=None):
-    p = train.OneLineParser(description=__doc__.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli.parser(__doc__)
     p.add_argument("checkpoint", help="a model_mnist_*.pth (its .json sidecar beside it)")
     p.add_argument("images", nargs="*", help="PNG/JPEG files to classify")
     p.add_argument("--top", type=int, default=1, help="how many of the most likely digits to print")
     p.add_argument("--model", help=f"variant, when the checkpoint has no sidecar: {', '.join(MODELS)}")
     p.add_argument("--evaluate", action="store_true", help="evaluate on the 10k MNIST test set instead")
-    p.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "./data"), help="MNIST root for --evaluate")
-    p.add_argument("--out-dir", default=".", help="where --evaluate writes confusion_matrix.png")
+    cli.add_data_dir(p, "MNIST root for --evaluate")
+    cli.add_out_dir(p, "--evaluate writes confusion_matrix.png")
     args = p.parse_args(argv)
     if not 1 <= args.top <= 10:
-        raise train.UserError(f"--top must be between 1 and 10, got {args.top}")
+        raise cli.UserError(f"--top must be between 1 and 10, got {args.top}")
     if not args.images and not args.evaluate:
-        raise train.UserError("give at least one image to classify, or --evaluate")
+        raise cli.UserError("give at least one image to classify, or --evaluate")
     return args
 
 
@@ -44,7 +45,7 @@ def load_image(path):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not os.path.isfile(path):
-        raise train.UserError(f"image {path!r} not found: check the path")
+        raise cli.UserError(f"image {path!r} not found: check the path")
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
@@ -56,7 +57,7 @@ def load_image(path):
             gray = img.convert("L")
             data = bytearray(gray.tobytes())
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise train.UserError(f"{path} is not a readable PNG/JPEG image ({type(e).__name__}): "
+        raise cli.UserError(f"{path} is not a readable PNG/JPEG image ({type(e).__name__}): "
                               "pass an image file") from None
     return torch.frombuffer(data, dtype=torch.uint8).view(gray.height, gray.width).float() / 255.0
 
@@ -69,7 +70,7 @@ def to_mnist(gray, path="image"):
         border = 1 - border
     background, peak = border.median(), gray.max()
     if peak - background < 0.1:
-        raise train.UserError(f"{path}: no digit found (the image is blank or has no contrast)")
+        raise cli.UserError(f"{path}: no digit found (the image is blank or has no contrast)")
     ink = ((gray - background) / (peak - background)).clamp(0, 1)
     ink = torch.where(ink > INK_THRESHOLD, ink, torch.zeros_like(ink))  # paper texture and shadows
     rows, cols = ink.sum(1).nonzero().flatten(), ink.sum(0).nonzero().flatten()
@@ -93,13 +94,6 @@ def to_mnist(gray, path="image"):
     return (canvas * 255).round().to(torch.uint8)[None]
 
 
-@torch.inference_mode()
-def classify(model, images_uint8):
-    """Probabilities (N, 10) for (N, 1, 28, 28) uint8 images."""
-    model.eval()
-    return model(train.normalize(train.to_unit(images_uint8))).exp()
-
-
 def format_prediction(path, probs, top):
     values, digits = probs.topk(top)
     return f"{path}: " + ", ".join(f"{int(d)} ({100 * float(v):.1f}%)" for v, d in zip(values, digits))
@@ -107,9 +101,9 @@ def format_prediction(path, probs, top):
 
 def evaluate(model, data_dir, out_dir):
     """Accuracy, per-class accuracy and confusion matrix on the MNIST test set; saves the matrix as PNG."""
-    images, labels = train.load_mnist(data_dir, False, "cpu")
-    train.check_out_dir(out_dir)
-    preds = train.predict(model, images)
+    images, labels = load_mnist(data_dir, "test", "cpu")
+    cli.check_out_dir(out_dir)
+    preds = probabilities(model, images).argmax(1)
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((labels, preds), torch.ones_like(labels), accumulate=True)
     per_class = 100 * confusion.diag() / confusion.sum(1)
@@ -121,41 +115,22 @@ def evaluate(model, data_dir, out_dir):
     for d in range(10):
         print(f"{d:>6d}" + "".join(f"{int(c):>6d}" for c in confusion[d]))
     path = os.path.join(out_dir, "confusion_matrix.png")
-    save_confusion_matrix(confusion, accuracy, path)
+    plots.save_confusion_matrix(confusion, accuracy, path)
     print(f"saved {path}")
     return accuracy, per_class, confusion
 
 
-def save_confusion_matrix(confusion, accuracy, path):
-    plt = train.pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    off_diagonal = confusion.clone().fill_diagonal_(0)  # colour the errors; the diagonal would drown them
-    ax.imshow(off_diagonal.numpy(), cmap="Reds")
-    for t in range(10):
-        for p in range(10):
-            ax.text(p, t, int(confusion[t, p]), ha="center", va="center", fontsize=8,
-                    color="black" if t != p else "tab:blue")
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"MNIST test set: {accuracy:.2f}% correct")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    model, _ = train.load_checkpoint(args.checkpoint, args.model)
+    model, _ = load_checkpoint(args.checkpoint, args.model)
     if args.evaluate:
         evaluate(model, args.data_dir, args.out_dir)
     if args.images:
         # Every image is read and checked before any line is printed: one bad file, one error line.
         batch = torch.stack([to_mnist(load_image(path), path) for path in args.images])
-        for path, probs in zip(args.images, classify(model, batch)):
+        for path, probs in zip(args.images, probabilities(model, batch)):
             print(format_prediction(path, probs, args.top))
 
 
 if __name__ == "__main__":
-    train.run_cli(main)
+    cli.run_cli(main)

@@ -1,0 +1,109 @@
+"""A trained model on disk and back: model_mnist_<stamp>_acc<acc>.pth (a plain state_dict) and its
+JSON sidecar <stem>.json, which records what rebuilds the model and reproduces the run.
+
+    path = save_checkpoint(model, out_dir, metadata)     # atomic; the sidecar gets the sha256
+    model, sidecar = load_checkpoint(path)               # verified, weights_only=True
+"""
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import subprocess
+
+import torch
+
+from cli import UserError, atomic_write
+from model import MODELS, build_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def checkpoint_stem(timestamp, test_acc):
+    return f"model_mnist_{timestamp}_acc{test_acc:.2f}"
+
+
+def sidecar_path(pth):
+    return os.path.splitext(pth)[0] + ".json"
+
+
+def save_checkpoint(model, out_dir, metadata):
+    """Write <stem>.pth (plain state_dict) then its <stem>.json sidecar; returns the .pth path.
+    `metadata` needs "timestamp" and "test_acc" (they name the files); the sidecar adds the sha256."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    weights = buf.getvalue()
+    stem = checkpoint_stem(metadata["timestamp"], metadata["test_acc"])
+    pth = os.path.join(out_dir, stem + ".pth")
+    sidecar = dict(metadata, checkpoint=stem + ".pth", sha256=hashlib.sha256(weights).hexdigest())
+    atomic_write(pth, weights)
+    atomic_write(sidecar_path(pth), (json.dumps(sidecar, indent=2) + "\n").encode())
+    return pth
+
+
+def provenance():
+    """The versions and commit a sidecar records, so that a run can be traced and repeated."""
+    return {"torch": torch.__version__, "torchvision": package_version("torchvision"), "git_commit": git_commit()}
+
+
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def read_sidecar(pth):
+    """The checkpoint's JSON sidecar as a dict; {} when there is none."""
+    path = sidecar_path(pth)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        raise UserError(f"sidecar {path} is not readable JSON: delete it and pass --model NAME") from None
+
+
+def verify(pth, weights, sidecar):
+    """The .pth bytes against the sha256 its sidecar recorded (when it recorded one)."""
+    if sidecar.get("sha256") and hashlib.sha256(weights).hexdigest() != sidecar["sha256"]:
+        raise UserError(f"{pth} does not match the sha256 in its sidecar: the file is corrupt or was "
+                        "replaced; download it again")
+
+
+def load_checkpoint(pth, name=None):
+    """(model, sidecar) rebuilt from a .pth and its sidecar, always with weights_only=True.
+
+    `name` picks the variant when there is no sidecar. Every way this can go wrong (missing,
+    truncated or tampered file, another variant's weights) is a one-line UserError."""
+    if not os.path.isfile(pth):
+        raise UserError(f"checkpoint {pth!r} not found: check the path")
+    sidecar = read_sidecar(pth)
+    with open(pth, "rb") as f:
+        weights = f.read()
+    verify(pth, weights, sidecar)
+    name = name or sidecar.get("model")
+    if name is None:
+        raise UserError(f"no sidecar {sidecar_path(pth)!r} says which model {pth} is: pass --model NAME")
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}: use --model with one of {', '.join(MODELS)}")
+    try:
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    except Exception:
+        raise UserError(f"{pth} is not a readable PyTorch checkpoint (truncated or corrupt): "
+                        "download or train it again") from None
+    model = build_model(name)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError):
+        raise UserError(f"{pth} does not hold {name!r} weights (another variant?): pass the right --model") from None
+    return model, sidecar

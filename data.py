@@ -1,0 +1,146 @@
+"""MNIST on the device: reading the IDX files, the input contract every model is trained on, and
+batched augmentation.
+
+    images, labels = load_mnist(data_dir, "train", device)   # uint8 (N,1,28,28), int64 (N,)
+    x = to_input(images)                                     # what a model takes
+
+The raw IDX files are read directly (importing torchvision costs over a second); torchvision is
+only imported to download them when they are absent.
+"""
+import math
+import os
+import shutil
+
+import torch
+import torch.nn.functional as F
+
+from cli import UserError
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+AUGMENTATIONS = ("rotate", "affine", "erase", "noise")
+
+
+# ---------------------------------------------------------------- reading MNIST
+
+def load_mnist(data_dir, split, device):
+    """(images uint8 (N,1,28,28), labels int64 (N,)) of `split` ("train" or "test") on `device`,
+    from torchvision's MNIST layout under data_dir, downloading the files first when absent."""
+    raw = os.path.join(data_dir, "MNIST", "raw")
+    paths = [os.path.join(raw, f) for f in MNIST_FILES[split]]
+    if not all(os.path.isfile(p) for p in paths):
+        download_mnist(data_dir)
+    images, labels = (read_idx(p) for p in paths)
+    if images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise UserError(f"MNIST files in {raw!r} have unexpected shapes: delete them to download afresh")
+    return images.unsqueeze(1).to(device), labels.long().to(device)
+
+
+def read_idx(path):
+    """An IDX file (the MNIST format: magic, dims, then uint8 data) as a uint8 tensor."""
+    with open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3] if len(data) > 4 else 0
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    body = data[4 + 4 * ndim:]
+    if data[:3] != b"\x00\x00\x08" or not dims or len(body) != math.prod(dims):
+        raise UserError(f"{path} is not a complete MNIST IDX file: delete it to download afresh")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).view(*dims)
+
+
+def download_mnist(data_dir):
+    from torchvision.datasets import MNIST
+
+    # The folder a failed download would leave behind: data_dir itself, or the MNIST folder in it.
+    created = next((d for d in (data_dir, os.path.join(data_dir, "MNIST")) if not os.path.exists(d)), None)
+    try:
+        for train in (True, False):
+            MNIST(data_dir, train=train, download=True)
+    except Exception as e:  # offline, mirror down, unreadable folder: all say the same to the user
+        if created:
+            shutil.rmtree(created, ignore_errors=True)  # leave nothing half-downloaded
+        raise UserError(f"MNIST not found in {data_dir!r} and could not be downloaded ({type(e).__name__}): "
+                        "put it there or pass --data-dir / MNIST_DATA_DIR") from None
+
+
+# ---------------------------------------------------------------- the input contract
+
+def to_input(images_uint8):
+    """uint8 digits (white on black, 0-255) -> the standardised float inputs every model takes."""
+    return normalize(images_uint8.float() / 255.0)
+
+
+def normalize(x_unit):
+    """[0,1] pixels -> standardised inputs; to_input for images that are already floats."""
+    return (x_unit - MNIST_MEAN) / MNIST_STD
+
+
+# ---------------------------------------------------------------- augmentation
+
+def augment(x, kinds, strengths):
+    """Per-sample random augmentation of a batch x (B,1,28,28) float in [0,1], on x's device.
+
+    `kinds` picks from AUGMENTATIONS; `strengths` holds their ranges (train.py's RECIPE["augment_strengths"])."""
+    s = strengths
+    b, dev = x.shape[0], x.device
+
+    def uniform(lo, hi):
+        return torch.rand(b, device=dev) * (hi - lo) + lo
+
+    if "rotate" in kinds or "affine" in kinds:
+        angle = torch.deg2rad(uniform(-s["rotate_deg"], s["rotate_deg"])) if "rotate" in kinds else \
+            torch.zeros(b, device=dev)
+        if "affine" in kinds:
+            scale, shear = uniform(*s["scale"]), torch.deg2rad(uniform(-s["shear_deg"], s["shear_deg"]))
+            shift = (torch.rand(b, 2, device=dev) * 2 - 1) * (s["translate_px"] * 2 / 28)  # grid coords span 2
+        else:
+            scale, shear, shift = torch.ones(b, device=dev), torch.zeros(b, device=dev), torch.zeros(b, 2, device=dev)
+        # theta maps output to input coordinates: the inverse of rotate(angle) . shear . scale
+        cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+        theta = torch.stack([
+            torch.stack([cos, sin + cos * tan, shift[:, 0]], 1),
+            torch.stack([-sin, cos - sin * tan, shift[:, 1]], 1),
+        ], 1) / scale[:, None, None]
+        x = F.grid_sample(x, affine_grid_28(theta), mode="bilinear", padding_mode="zeros", align_corners=False)
+    if "erase" in kinds:
+        area = uniform(*s["erase_area"]) * 28 * 28
+        aspect = torch.exp(uniform(math.log(0.5), math.log(2.0)))
+        h = (area * aspect).sqrt().clamp(1, 27)
+        w = (area / aspect).sqrt().clamp(1, 27)
+        top, left = uniform(0, 1) * (28 - h), uniform(0, 1) * (28 - w)
+        r = torch.arange(28, device=dev).float()
+        rows = (r[None] >= top[:, None]) & (r[None] < (top + h)[:, None])
+        cols = (r[None] >= left[:, None]) & (r[None] < (left + w)[:, None])
+        hit = (torch.rand(b, device=dev) < s["erase_prob"])[:, None, None]
+        x = x.masked_fill((rows[:, :, None] & cols[:, None, :] & hit)[:, None], 0.0)
+    if "noise" in kinds:
+        # Only noise_prob of the samples get noise; drawing it for those alone saves most of the
+        # normal sampling, which is costly on a CPU.
+        pick = (torch.rand(b, device=dev) < s["noise_prob"]).nonzero().flatten()
+        sigma = uniform(0, s["noise_std_max"])[pick, None, None, None]
+        x = x.index_put((pick,), (x[pick] + torch.randn_like(x[pick]) * sigma).clamp(0, 1))
+    return x
+
+
+def affine_grid_28(theta):
+    """F.affine_grid(theta, (B,1,28,28), align_corners=False) as broadcast multiply-adds:
+    the batched matmul inside affine_grid costs more on a CPU than the rest of the augmentation."""
+    coords = (torch.arange(28, device=theta.device, dtype=theta.dtype) * 2 + 1) / 28 - 1  # pixel centres
+    t = theta[:, None, None]  # (B,1,1,2,3)
+    return t[..., 0] * coords[None, None, :, None] + t[..., 1] * coords[None, :, None, None] + t[..., 2]
+
+
+def augmented_images(images, idx, kinds, strengths):
+    """images[idx] augmented, as [0,1] floats (what the sample PNGs show)."""
+    return augment(images[idx].float() / 255.0, kinds, strengths)
+
+
+def augmented_epoch(images, labels, order, kinds, strengths, chunk=8192):
+    """One epoch's model inputs and labels in `order`, augmented and normalised up front in large chunks.
+
+    Doing it in a few large calls instead of one per step removes dozens of small operations from
+    every step (on a GPU, most of its time)."""
+    inputs = [normalize(augmented_images(images, order[i:i + chunk], kinds, strengths))
+              for i in range(0, len(order), chunk)]
+    return torch.cat(inputs), labels[order]

@@ -1,0 +1,117 @@
+"""Every matplotlib figure the scripts write: sample grids, training curves, misclassified digits,
+the confusion matrix and the benchmark plot. matplotlib is imported on first use (it costs ~0.5 s)."""
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+N_SAMPLE_PNGS = 20
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def image_grid(images, titles, path, cols=8):
+    """Save a labelled grid of (N,1,28,28) images (uint8 or [0,1] floats) as one PNG.
+
+    One canvas and one imshow, titles drawn as text in a strip above each cell: far faster
+    than a subplot per image."""
+    plt = pyplot()
+    images = images.detach().float().cpu()
+    images = images / 255.0 if images.max() > 1 else images
+    rows, title_h, cell = max(1, math.ceil(len(images) / cols)), 12, 32
+    canvas = torch.zeros(rows * (cell + title_h), cols * cell)
+    for i, img in enumerate(images):
+        top, left = (i // cols) * (cell + title_h) + title_h + 2, (i % cols) * cell + 2
+        canvas[top:top + 28, left:left + 28] = img[0]
+    scale = 3  # screen pixels per image pixel
+    fig = plt.figure(figsize=(canvas.shape[1] * scale / 100, canvas.shape[0] * scale / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    for i, title in enumerate(titles):
+        ax.text((i % cols) * cell + cell / 2, (i // cols) * (cell + title_h) + title_h, title,
+                color="white", fontsize=8, ha="center", va="bottom")
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_augmented_samples(images, labels, out_dir):
+    """augmented_samples/augmented_grid.png of `images` ([0,1] floats) plus one PNG for each of the first
+    N_SAMPLE_PNGS, named by label."""
+    plt = pyplot()
+    folder = os.path.join(out_dir, "augmented_samples")
+    os.makedirs(folder, exist_ok=True)
+    image_grid(images, [f"label {int(v)}" for v in labels], os.path.join(folder, "augmented_grid.png"))
+    for i in range(N_SAMPLE_PNGS):
+        plt.imsave(os.path.join(folder, f"sample_{i:02d}_label{int(labels[i])}.png"), images[i, 0].cpu().numpy(),
+                   cmap="gray", vmin=0, vmax=1)
+
+
+def save_training_curves(history, path):
+    plt = pyplot()
+
+    window = 20  # steps; smooths the per-batch noise
+    kernel = torch.ones(1, 1, window) / window
+
+    def smooth(values):
+        t = torch.tensor(values, dtype=torch.float32)[None, None]
+        return F.conv1d(F.pad(t, (window - 1, 0), mode="replicate"), kernel)[0, 0].numpy()
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    for ax, key, label in zip(axes, ("loss", "acc", "lr"), ("training loss", "batch accuracy", "learning rate")):
+        values = [100 * v for v in history[key]] if key == "acc" else history[key]
+        ax.plot(values if key == "lr" else smooth(values))
+        ax.set_title(label + ("" if key == "lr" else f" ({window}-step mean)"))
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_misclassified(images, labels, preds, path, limit=32):
+    wrong = (preds != labels).nonzero().flatten()[:limit]
+    image_grid(images[wrong], [f"true {int(labels[i])} / pred {int(preds[i])}" for i in wrong], path)
+
+
+def save_confusion_matrix(confusion, accuracy, path, title="MNIST test set"):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    off_diagonal = confusion.clone().fill_diagonal_(0)  # colour the errors; the diagonal would drown them
+    ax.imshow(off_diagonal.numpy(), cmap="Reds")
+    for t in range(10):
+        for p in range(10):
+            ax.text(p, t, int(confusion[t, p]), ha="center", va="center", fontsize=8,
+                    color="black" if t != p else "tab:blue")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: {accuracy:.2f}% correct")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_benchmark_plot(rows, path):
+    """Test accuracy against parameters and against seconds per epoch, one point per variant."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "epoch_s", "seconds per epoch")):
+        for r in rows:
+            ax.scatter(r[key], r["test_acc_mean"], color="tab:red" if r["name"].startswith("ref") else "tab:blue")
+            ax.annotate(r["name"], (r[key], r["test_acc_mean"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy after one epoch, %")
+        ax.grid(alpha=0.3)
+    axes[0].axvline(25_000, color="gray", linestyle="--", linewidth=1)
+    fig.suptitle("blue: this project's variants, red: reference architectures (both with train.py's recipe)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,37 @@
+"""benchmark.py: what it counts, that a quick run reports every field, and its one-line errors.
+Speed itself is measured by benchmark.py, never asserted here."""
+import json
+
+import pytest
+import torch
+
+import benchmark
+import train
+from model import build_model
+
+
+def test_benchmark_macs_count():
+    # conv 1->16 3x3 s2 on 14x14 + 16->16 at 14x14 + 16->32 and 32->32 at 7x7 + FC 288->10
+    expected = 196 * 16 * 9 + 196 * 16 * 144 + 49 * 32 * 144 + 49 * 32 * 288 + 2880
+    assert benchmark.macs_per_image(build_model("fastnet")) == expected
+
+
+@pytest.mark.slow
+def test_benchmark_quick_runs(tmp_path, data_dir, script):
+    out = tmp_path / "bench.json"
+    result = script("benchmark.py", "--quick", "--models", "tinynet", "--json", out, "--data-dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    (row,) = report["variants"]
+    assert row["name"] == "tinynet" and row["params"] == 7_986
+    assert set(row) == {"name", "params", "macs", "batch_size", "lr", "epoch_s", "train_acc_mean", "test_acc_mean",
+                        "test_acc_min"}
+    config = train.recipe("tinynet")
+    assert (row["batch_size"], row["lr"]) == (config["batch_size"], config["lr"])
+    assert {"epoch_s", "wall_s", "test_acc"} <= set(report["reference"])
+    assert report["speedup_vs_reference"] > 0 and report["device"] == "cpu" and report["torch"] == torch.__version__
+    assert "speed-up of train.py over the reference" in result.stdout
+
+
+def test_benchmark_rejects_unknown_model(in_process, one_line_error):
+    one_line_error(in_process(benchmark.main, ["--models", "fastnet,lenet"]), "unknown model 'lenet'")

@@ -1,0 +1,77 @@
+"""cli.py: one-line errors and exit codes, the shared flags, and files written whole."""
+import os
+
+import pytest
+
+import cli
+
+
+def entry_raising(exc):
+    def entry(argv):
+        raise exc
+    return entry
+
+
+@pytest.mark.parametrize("exc, code, line", [
+    (cli.UserError("bad flag"), 2, "error: bad flag"),
+    (cli.RunFailed("training stopped"), 1, "error: training stopped"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+])
+def test_run_cli_turns_errors_into_one_line(exc, code, line, in_process):
+    result = in_process(entry_raising(exc), [])
+    assert result.returncode == code
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(line)
+
+
+def test_run_cli_lets_a_clean_run_exit_0(in_process):
+    result = in_process(lambda argv: print("done", argv), ["a"])
+    assert (result.returncode, result.stdout) == (0, "done ['a']\n")
+
+
+def test_parser_errors_are_one_line():
+    p = cli.parser("Doc line.\n\nMore.")
+    p.add_argument("--n", type=int)
+    with pytest.raises(cli.UserError, match=r"argument --n: invalid int value: 'x' \(see --help\)"):
+        p.parse_args(["--n", "x"])
+    assert p.description == "Doc line."
+
+
+def test_help_shows_defaults_except_none():
+    p = cli.parser("Doc.")
+    p.add_argument("--a", default=3, help="a flag")
+    p.add_argument("--b", help="b flag, default explained here")
+    text = p.format_help()
+    assert "a flag (default: 3)" in text and "(default: None)" not in text
+
+
+def test_shared_flags(monkeypatch):
+    monkeypatch.setenv("MNIST_DATA_DIR", "/somewhere/mnist")
+    p = cli.parser("Doc.")
+    cli.add_data_dir(p)
+    cli.add_device(p)
+    cli.add_out_dir(p, "things go")
+    args = p.parse_args([])
+    assert (args.data_dir, args.device, args.out_dir) == ("/somewhere/mnist", "auto", ".")
+
+
+def test_resolve_device():
+    assert cli.resolve_device("cpu") == "cpu"
+    assert cli.resolve_device("auto") in ("cpu", "cuda", "mps")
+
+
+def test_check_out_dir_creates_and_refuses(tmp_path):
+    cli.check_out_dir(str(tmp_path / "new" / "deeper"))
+    assert (tmp_path / "new" / "deeper").is_dir() and not os.listdir(tmp_path / "new" / "deeper")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(cli.UserError, match="cannot write to --out-dir"):
+        cli.check_out_dir(str(tmp_path / "file" / "sub"))
+
+
+def test_atomic_write_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
+    def boom(*a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        cli.atomic_write(str(tmp_path / "f.bin"), b"data")
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,97 @@
+"""data.py: reading MNIST, the input contract, and the batched augmentation."""
+import pytest
+import torch
+
+import cli
+import data
+import train
+
+STRENGTHS = train.RECIPE["augment_strengths"]
+
+
+# ---------------------------------------------------------------- reading MNIST
+
+def test_splits_have_mnist_sizes(mnist_train, mnist_test):
+    for (images, labels), n in ((mnist_train, 60_000), (mnist_test, 10_000)):
+        assert images.shape == (n, 1, 28, 28) and images.dtype == torch.uint8
+        assert labels.shape == (n,) and labels.dtype == torch.int64
+        assert set(labels.unique().tolist()) == set(range(10))
+
+
+def write_idx(path, array):
+    """An IDX file of uint8 data, as MNIST's files are."""
+    header = bytes([0, 0, 8, array.dim()]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.numpy().tobytes())
+
+
+def test_read_idx_round_trip(tmp_path):
+    array = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    write_idx(tmp_path / "x", array)
+    assert torch.equal(data.read_idx(str(tmp_path / "x")), array)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad magic", "empty"])
+def test_read_idx_refuses_damaged_files(damage, tmp_path):
+    write_idx(tmp_path / "x", torch.zeros(2, 28, 28, dtype=torch.uint8))
+    raw = (tmp_path / "x").read_bytes()
+    (tmp_path / "x").write_bytes({"truncated": raw[:-5], "bad magic": b"\x01" + raw[1:], "empty": b""}[damage])
+    with pytest.raises(cli.UserError, match="not a complete MNIST IDX file"):
+        data.read_idx(str(tmp_path / "x"))
+
+
+# ---------------------------------------------------------------- the input contract
+
+def test_input_contract(mnist_test):
+    images = mnist_test[0][:256]
+    x = data.to_input(images)
+    assert x.dtype == torch.float32 and x.shape == images.shape
+    assert torch.allclose(x, (images.float() / 255 - data.MNIST_MEAN) / data.MNIST_STD)
+    assert torch.equal(data.normalize(images.float() / 255), x)
+
+
+def test_mnist_statistics_match_the_constants(mnist_train):
+    pixels = mnist_train[0].float() / 255
+    assert pixels.mean().item() == pytest.approx(data.MNIST_MEAN, abs=5e-4)
+    assert pixels.std().item() == pytest.approx(data.MNIST_STD, abs=5e-4)
+
+
+# ---------------------------------------------------------------- augmentation
+
+@pytest.mark.parametrize("kinds", [[k] for k in data.AUGMENTATIONS] + [list(data.AUGMENTATIONS)])
+def test_augmentation_keeps_shape_dtype_range(kinds, mnist_train):
+    x = mnist_train[0][:64].float() / 255
+    out = data.augment(x, kinds, STRENGTHS)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    assert not torch.equal(out, x)
+
+
+@pytest.mark.parametrize("kinds", [[k] for k in data.AUGMENTATIONS])
+def test_augmentation_differs_per_sample(kinds, mnist_train):
+    """64 copies of one image come out as different images: the random parameters are per sample."""
+    torch.manual_seed(0)
+    same_image = (mnist_train[0][:1].float() / 255).repeat(64, 1, 1, 1)
+    changed = [o for o in data.augment(same_image, kinds, STRENGTHS) if not torch.equal(o, same_image[0])]
+    distinct = {tuple(o.flatten().tolist()) for o in changed}
+    assert len(changed) >= 4  # erasing (p=0.5) and noise (10% of a batch) leave the rest as they were
+    assert len(distinct) >= 0.9 * len(changed)  # two erased boxes can, rarely, cover the same pixels
+
+
+def test_strengths_bound_the_augmentation(mnist_train):
+    """Zero strengths leave rotation and affine as the identity: the strengths are what is applied."""
+    x = mnist_train[0][:16].float() / 255
+    still = dict(STRENGTHS, rotate_deg=0.0, translate_px=0.0, scale=[1.0, 1.0], shear_deg=0.0)
+    assert torch.allclose(data.augment(x, ["rotate", "affine"], still), x, atol=1e-5)
+
+
+def test_augmented_epoch_keeps_labels_with_images(mnist_train):
+    images, labels = mnist_train
+    order = torch.randperm(len(labels))[:3000]
+    x, y = data.augmented_epoch(images, labels, order, [], STRENGTHS, chunk=1024)
+    assert torch.equal(y, labels[order])
+    assert torch.equal(x, data.to_input(images[order]))
+
+
+def test_no_augmentation_is_identity(mnist_train):
+    x = mnist_train[0][:8].float() / 255
+    assert torch.equal(data.augment(x, [], STRENGTHS), x)

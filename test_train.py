@@ -1,0 +1,271 @@
+"""train.py: the recipe, the optimizer, the loop, what a real run reaches, and its command line."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import data
+import train
+from checkpoint import load_checkpoint
+from inference import predicted_classes
+from model import build_model, model_name, selected_model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+QUIET = {"log": lambda *a: None}
+
+
+# ---------------------------------------------------------------- accuracy of a real run
+
+def test_trained_test_accuracy(trained, mnist_test):
+    images, labels = mnist_test
+    acc = 100 * (predicted_classes(trained.model, images) == labels).float().mean().item()
+    print(f"test accuracy {acc:.2f}% on {len(labels)} images")
+    assert len(labels) == 10_000
+    assert acc >= 99.0
+    assert acc == pytest.approx(trained.sidecar["test_acc"], abs=0.01)
+
+
+def test_trained_train_accuracy(trained):
+    assert trained.sidecar["epochs"] == 1
+    assert trained.sidecar["train_acc"] >= 95.0
+
+
+def test_run_writes_every_output(trained):
+    if trained.out_dir is None:
+        pytest.skip("testing a given --checkpoint: no training run of this session")
+    for name in ("training_curves.png", "misclassified_grid.png", "augmented_samples/augmented_grid.png"):
+        assert (trained.out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sidecar_records_the_whole_recipe(trained):
+    """What rebuilds the model and reproduces the run: the recipe in full, the seed, the versions."""
+    side = trained.sidecar
+    expected = train.recipe(side["model"], batch_size=side["batch_size"], lr=side["lr"], augment=side["augment"])
+    assert {k: side[k] for k in expected} == json.loads(json.dumps(expected))
+    for key in ("seed", "epochs", "device", "torch", "torchvision", "git_commit", "timestamp", "wall_s"):
+        assert key in side
+
+
+# ---------------------------------------------------------------- the recipe
+
+def test_recipe_precedence():
+    """A variant's VARIANT_RECIPES entry replaces RECIPE's values; what the command line gives replaces both."""
+    own = train.VARIANT_RECIPES["widenet"]
+    assert train.recipe("fastnet") == train.RECIPE
+    assert train.recipe("widenet") == dict(train.RECIPE, **own)
+    assert train.recipe("widenet", batch_size=256)["batch_size"] == 256
+    assert train.recipe("widenet", lr=0.5) == dict(train.RECIPE, **dict(own, lr=0.5))
+    assert train.recipe("tinynet", batch_size=64, lr=0.1, augment=[])["augment"] == []
+
+
+def test_recipe_is_a_copy():
+    train.recipe("fastnet")["augment_strengths"]["rotate_deg"] = 90
+    assert train.RECIPE["augment_strengths"]["rotate_deg"] != 90
+
+
+def test_default_model_is_the_selected_one():
+    assert train.DEFAULT_MODEL == model_name(selected_model)
+    assert train.parse_args([]).model == train.DEFAULT_MODEL
+
+
+# ---------------------------------------------------------------- the optimizer
+
+def test_optimizer_steps_lower_the_loss(mnist_train):
+    torch.manual_seed(0)
+    model = build_model("fastnet").train()
+    x, y = data.to_input(mnist_train[0][:128]), mnist_train[1][:128]
+    opt = train.build_optimizer(model.parameters(), train.recipe("fastnet", lr=0.01), total_steps=15)
+    losses = []
+    for _ in range(15):
+        loss = F.nll_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_optimizer_matches_torch_adamw_one_cycle(mnist_train):
+    """train.build_optimizer makes exactly the updates of torch.optim.AdamW + OneCycleLR with the recipe's values."""
+    torch.manual_seed(0)
+    ours, theirs = build_model("fastnet"), build_model("fastnet")
+    theirs.load_state_dict(ours.state_dict())
+    x, y = data.to_input(mnist_train[0][:64]), mnist_train[1][:64]
+    config = train.recipe("fastnet")
+    opt_cfg, sched_cfg = config["optimizer"], config["schedule"]
+    opt = train.build_optimizer(ours.parameters(), config, total_steps=30)
+    ref = torch.optim.AdamW(theirs.parameters(), lr=config["lr"], weight_decay=opt_cfg["weight_decay"],
+                            betas=(sched_cfg["beta1"][0], opt_cfg["beta2"]), eps=opt_cfg["eps"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        ref, max_lr=config["lr"], total_steps=30, pct_start=sched_cfg["pct_start"], div_factor=sched_cfg["div_factor"],
+        final_div_factor=sched_cfg["final_div_factor"], max_momentum=sched_cfg["beta1"][0],
+        base_momentum=sched_cfg["beta1"][1])
+    for _ in range(30):
+        for model, o in ((ours, opt), (theirs, ref)):
+            o.zero_grad()
+            F.nll_loss(model(x), y).backward()
+        expected_lr = sched.get_last_lr()[0]
+        ref.step()
+        sched.step()
+        assert opt.step() == pytest.approx(expected_lr, rel=1e-12)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_optimizer_takes_its_values_from_the_recipe():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    config = train.recipe("fastnet", lr=0.5, optimizer={"weight_decay": 0.3, "beta2": 0.9, "eps": 1e-6})
+    opt = train.build_optimizer(params, config, total_steps=10)
+    assert (opt.max_lr, opt.weight_decay, opt.beta2, opt.eps) == (0.5, 0.3, 0.9, 1e-6)
+
+
+@pytest.mark.slow
+def test_training_never_imports_dynamo(tmp_path, data_dir):
+    """The reason OneCycleAdamW exists: a whole train.py run stays clear of torch._dynamo's import."""
+    code = ("import sys, train; train.main(['--no-plots', '--epochs', '1', '--batch-size', '4096', "
+            f"'--out-dir', {str(tmp_path)!r}, '--data-dir', {data_dir!r}]); "
+            "print('dynamo' if 'torch._dynamo' in sys.modules else 'clean')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "clean"
+
+
+# ---------------------------------------------------------------- the loop
+
+def test_epochs_honoured(mnist_train):
+    assert train.parse_args(["--epochs", "3"]).epochs == 3
+    torch.manual_seed(0)
+    config = train.recipe("tinynet", batch_size=128, lr=0.01, augment=["rotate"])
+    history, _ = train.train(build_model("tinynet"), mnist_train[0][:640], mnist_train[1][:640], config, 3, **QUIET)
+    assert len(history["loss"]) == len(history["lr"]) == 3 * 5
+
+
+def test_last_single_sample_batch_is_merged():
+    assert train.batch_slices(257, 128) == [(0, 128), (128, 257)]
+    assert train.batch_slices(300, 128) == [(0, 128), (128, 256), (256, 300)]
+
+
+def test_non_finite_loss_names_the_step(mnist_train):
+    torch.manual_seed(0)
+    with pytest.raises(train.NonFiniteLoss, match=r"at step \d+"):
+        train.train(build_model("tinynet"), mnist_train[0][:6400], mnist_train[1][:6400],
+                    train.recipe("tinynet", batch_size=64, lr=1e30, augment=[]), 1, **QUIET)
+
+
+def short_run(seed, images, labels):
+    """What train.main does, on 1,024 images: seed, build, train."""
+    torch.manual_seed(seed)
+    model = build_model("fastnet").to(memory_format=torch.channels_last)
+    train.train(model, images[:1024], labels[:1024], train.recipe("fastnet", augment=list(data.AUGMENTATIONS)), 1,
+                **QUIET)
+    return model.state_dict()
+
+
+def test_same_seed_same_weights(mnist_train):
+    a, b = (short_run(7, *mnist_train) for _ in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_different_seed_different_weights(mnist_train):
+    a, b = short_run(7, *mnist_train), short_run(8, *mnist_train)
+    assert not torch.equal(a["net.0.weight"], b["net.0.weight"])
+
+
+def test_sample_batch_leaves_the_training_rng_alone(mnist_train):
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    images, labels = train.sample_batch(*mnist_train, train.recipe("fastnet"))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert images.shape == (32, 1, 28, 28) and torch.equal(labels, mnist_train[1][:32])
+
+
+# ---------------------------------------------------------------- bad input through the CLI
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "resnet50"], "unknown model 'resnet50'"),
+    (["--epochs", "0"], "--epochs must be a positive integer"),
+    (["--batch-size", "-4"], "--batch-size must be a positive integer"),
+    (["--epochs", "two"], "invalid int value"),
+    (["--lr", "nan"], "--lr must be a number in (0, 10]"),
+    (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs a CUDA device"),
+    (["--augment", "rotate,blur"], "unknown augmentation 'blur'"),
+])
+def test_cli_rejects_bad_flags(args, needle, tmp_path, data_dir, in_process, one_line_error):
+    out = tmp_path / "out"
+    one_line_error(in_process(train.main, [*args, "--out-dir", out, "--data-dir", data_dir]), needle)
+    assert not out.exists()
+
+
+def test_cli_missing_data_offline(tmp_path, script, one_line_error, offline_env):
+    data_dir, out = tmp_path / "no_mnist_here", tmp_path / "out"
+    result = script("train.py", "--data-dir", data_dir, "--out-dir", out, env_extra=offline_env)
+    one_line_error(result, "MNIST not found")
+    assert not data_dir.exists() and not out.exists()
+
+
+def test_cli_corrupt_checkpoint(tmp_path, data_dir, script, one_line_error):
+    bad, out = tmp_path / "model.pth", tmp_path / "out"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    one_line_error(script("train.py", "--init", bad, "--model", "fastnet", "--out-dir", out, "--data-dir", data_dir),
+                   "not a readable PyTorch checkpoint")
+    assert not out.exists()
+
+
+def test_cli_checkpoint_without_sidecar_needs_model(tmp_path, data_dir, in_process, one_line_error):
+    pth = tmp_path / "model.pth"
+    torch.save(build_model("fastnet").state_dict(), pth)
+    one_line_error(in_process(train.main, ["--init", pth, "--out-dir", tmp_path / "out", "--data-dir", data_dir]),
+                   "pass --model NAME")
+
+
+def test_cli_unwritable_out_dir(tmp_path, data_dir, script, one_line_error):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    one_line_error(script("train.py", "--out-dir", blocker / "out", "--data-dir", data_dir), "cannot write to --out-dir")
+    assert os.listdir(tmp_path) == ["a_file"] and blocker.read_text() == "not a folder"
+
+
+# ---------------------------------------------------------------- slow: the CLI end to end
+
+@pytest.mark.slow
+def test_cli_end_to_end_two_epochs(tmp_path, data_dir, script):
+    """`python train.py --epochs 2` writes every output, and the sidecar records 2 epochs."""
+    result = script("train.py", "--model", "tinynet", "--epochs", "2", "--out-dir", tmp_path, "--data-dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    (pth,) = [f for f in os.listdir(tmp_path) if f.endswith(".pth")]
+    side = json.loads((tmp_path / (pth[:-4] + ".json")).read_text())
+    assert side["epochs"] == 2 and side["model"] == "tinynet"
+    assert "epoch 2/2" in result.stdout
+    for name in ("training_curves.png", "misclassified_grid.png", "augmented_samples/augmented_grid.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    load_checkpoint(str(tmp_path / pth))
+    assert side["test_acc"] >= 98.5
+
+
+@pytest.mark.slow
+def test_cli_accuracy_variant_uses_its_recipe(tmp_path, data_dir, script):
+    """`python train.py --model widenet` trains at widenet's batch size and lr, and lands where
+    benchmark.py puts it (99.36% mean over seeds 1-5 on the development machine; lowest seen 99.24%)."""
+    result = script("train.py", "--model", "widenet", "--no-plots", "--out-dir", tmp_path, "--data-dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    (sidecar,) = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
+    side = json.loads((tmp_path / sidecar).read_text())
+    own = train.VARIANT_RECIPES["widenet"]
+    assert (side["batch_size"], side["lr"]) == (own["batch_size"], own["lr"]) != (train.RECIPE["batch_size"],
+                                                                                   train.RECIPE["lr"])
+    assert side["test_acc"] >= 99.2
+
+
+@pytest.mark.slow
+def test_cli_fine_tunes_from_checkpoint(trained, tmp_path, data_dir, script):
+    result = script("train.py", "--init", trained.pth, "--lr", "0.005", "--no-plots", "--out-dir", tmp_path,
+                    "--data-dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    (sidecar,) = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
+    side = json.loads((tmp_path / sidecar).read_text())
+    assert side["init"] == trained.pth and side["model"] == trained.sidecar["model"]
+    assert side["test_acc"] >= 99.0
