@@ -14,7 +14,11 @@ import time
 
 PROCESS_START = time.perf_counter()  # as in train.py: the reference run's wall time counts from here
 
-import argparse
+import cli
+
+if __name__ == "__main__":
+    cli.exit_quietly_on_signals()
+
 import json
 import os
 import platform
@@ -27,7 +31,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import cli
 import data
 import plots
 import train
@@ -35,10 +38,11 @@ from model import MODELS, build_model, count_params
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUICK_MODELS = ("fastnet",)
+MAX_SEEDS = 100
 REFERENCE_BATCH_SIZE = 128  # the reference repos' DataLoader batch
 
 
-def parse_args(argv=None):
+def build_parser():
     p = cli.parser(__doc__)
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant (1, 2, ... N)")
     p.add_argument("--quick", action="store_true",
@@ -58,13 +62,23 @@ def parse_args(argv=None):
     p.add_argument("--plot", metavar="PNG", help="also plot test accuracy against params and against seconds")
     p.add_argument("--reference-run", metavar="OUT_DIR",
                    help="run the reference pipeline once into OUT_DIR and exit (used to time it as a process)")
-    args = p.parse_args(argv)
-    if args.seeds <= 0:
-        raise cli.UserError(f"--seeds must be a positive integer, got {args.seeds}")
-    names = args.models.split(",") if args.models else list(QUICK_MODELS if args.quick else MODELS)
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    cli.check_range("--seeds", args.seeds, 1, MAX_SEEDS)
+    train.check_training_flags(args)
+    names = list(QUICK_MODELS if args.quick else MODELS) if args.models is None else \
+        [n.strip() for n in args.models.split(",") if n.strip()]
+    if not names:
+        raise cli.UserError(f"--models needs at least one name from {', '.join(MODELS)}")
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise cli.UserError(f"unknown model {unknown[0]!r}: use --models with names from {', '.join(MODELS)}")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:  # checked now: a result that cannot be written is found out before the training, not after
+            cli.check_out_file(path, flag)
     args.models, args.seeds = names, 1 if args.quick else args.seeds
     args.device = cli.resolve_device(args.device)
     train.require_cuda_for_graphs(args)
@@ -240,6 +254,9 @@ def main(argv=None):
         reference_pipeline(args.data_dir, args.reference_run)
         return
     mnist = (data.load_mnist(args.data_dir, "train", args.device), data.load_mnist(args.data_dir, "test", args.device))
+    for name in args.models:
+        train.check_batch_size(train.recipe(name, batch_size=args.batch_size)["batch_size"], len(mnist[0][0]),
+                               build_model(name))
     warm_up(args.models, mnist, args)
     rows = []
     for name in args.models:
@@ -267,8 +284,7 @@ def main(argv=None):
                       speedup_vs_reference=round(reference["wall_s"] / ours["wall_s"], 3),
                       speedup_vs_reference_to_exit=round(reference["exit_s"] / ours["exit_s"], 3))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        cli.atomic_write(args.json, (json.dumps(result, indent=2) + "\n").encode())
     if args.plot:
         plots.save_benchmark_plot(rows, args.plot)
     return result

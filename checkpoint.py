@@ -4,6 +4,7 @@ JSON sidecar <stem>.json, which records what rebuilds the model and reproduces t
     path = save_checkpoint(model, out_dir, metadata)     # atomic; the sidecar gets the sha256
     model, sidecar = load_checkpoint(path)               # verified, weights_only=True
 """
+import datetime
 import hashlib
 import importlib.metadata
 import io
@@ -13,14 +14,20 @@ import subprocess
 
 import torch
 
-from cli import UserError, atomic_write
+from cli import UserError, atomic_write, read_file, unsave
 from model import MODELS, build_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+STAMP = "%Y%m%d_%H%M%S"
 
 
-def checkpoint_stem(timestamp, test_acc):
-    return f"model_mnist_{timestamp}_acc{test_acc:.2f}"
+def timestamp():
+    """Now, as checkpoint names carry it."""
+    return datetime.datetime.now().strftime(STAMP)
+
+
+def checkpoint_stem(stamp, test_acc):
+    return f"model_mnist_{stamp}_acc{test_acc:.2f}"
 
 
 def sidecar_path(pth):
@@ -29,15 +36,27 @@ def sidecar_path(pth):
 
 def save_checkpoint(model, out_dir, metadata):
     """Write <stem>.pth (plain state_dict) then its <stem>.json sidecar; returns the .pth path.
-    `metadata` needs "timestamp" and "test_acc" (they name the files); the sidecar adds the sha256."""
+
+    `metadata` needs "timestamp" and "test_acc" (they name the files); the sidecar adds the sha256.
+    An existing checkpoint is never overwritten: where the name is taken (two runs finishing in the
+    same second), the stamp moves on to the next free second. Both files are there, or neither."""
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     weights = buf.getvalue()
-    stem = checkpoint_stem(metadata["timestamp"], metadata["test_acc"])
-    pth = os.path.join(out_dir, stem + ".pth")
-    sidecar = dict(metadata, checkpoint=stem + ".pth", sha256=hashlib.sha256(weights).hexdigest())
-    atomic_write(pth, weights)
-    atomic_write(sidecar_path(pth), (json.dumps(sidecar, indent=2) + "\n").encode())
+    stamp = datetime.datetime.strptime(metadata["timestamp"], STAMP)
+    while True:
+        stem = checkpoint_stem(stamp.strftime(STAMP), metadata["test_acc"])
+        pth = os.path.join(out_dir, stem + ".pth")
+        if atomic_write(pth, weights, replace=False):
+            break
+        stamp += datetime.timedelta(seconds=1)
+    sidecar = dict(metadata, timestamp=stamp.strftime(STAMP), checkpoint=stem + ".pth",
+                   sha256=hashlib.sha256(weights).hexdigest())
+    try:
+        atomic_write(sidecar_path(pth), (json.dumps(sidecar, indent=2) + "\n").encode())
+    except BaseException:
+        unsave(pth)  # a checkpoint without its sidecar would be half a result
+        raise
     return pth
 
 
@@ -62,15 +81,20 @@ def git_commit():
 
 
 def read_sidecar(pth):
-    """The checkpoint's JSON sidecar as a dict; {} when there is none."""
+    """The checkpoint's JSON sidecar as a dict; {} when there is none. The fields loading relies on
+    ("model", "sha256") are checked to be strings."""
     path = sidecar_path(pth)
     if not os.path.exists(path):
         return {}
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, encoding="utf-8") as f:
+            sidecar = json.load(f)
     except (OSError, ValueError):
         raise UserError(f"sidecar {path} is not readable JSON: delete it and pass --model NAME") from None
+    if not isinstance(sidecar, dict) or any(not isinstance(sidecar.get(k, ""), str) for k in ("model", "sha256")):
+        raise UserError(f"sidecar {path} is not a checkpoint sidecar (a JSON object with \"model\" and "
+                        "\"sha256\" as strings): delete it and pass --model NAME")
+    return sidecar
 
 
 def verify(pth, weights, sidecar):
@@ -85,11 +109,8 @@ def load_checkpoint(pth, name=None):
 
     `name` picks the variant when there is no sidecar. Every way this can go wrong (missing,
     truncated or tampered file, another variant's weights) is a one-line UserError."""
-    if not os.path.isfile(pth):
-        raise UserError(f"checkpoint {pth!r} not found: check the path")
+    weights = read_file(pth, "checkpoint")
     sidecar = read_sidecar(pth)
-    with open(pth, "rb") as f:
-        weights = f.read()
     verify(pth, weights, sidecar)
     name = name or sidecar.get("model")
     if name is None:
@@ -106,4 +127,6 @@ def load_checkpoint(pth, name=None):
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError):
         raise UserError(f"{pth} does not hold {name!r} weights (another variant?): pass the right --model") from None
+    if not all(v.isfinite().all() for v in model.state_dict().values() if v.is_floating_point()):
+        raise UserError(f"{pth} holds NaN or infinite weights (the run that wrote it diverged): train it again")
     return model, sidecar

@@ -3,6 +3,7 @@ run a script (fresh process or in-process) and check its one-line errors.
 
 `pytest --checkpoint=PATH` (or env MNIST_CHECKPOINT) tests that checkpoint instead of training one,
 which is how CI tests the model that `python train.py` just produced."""
+import glob
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import torch
 import cli
 import train
 from checkpoint import load_checkpoint
-from data import load_mnist
+from data import download_mnist, load_mnist, mnist_files
 from model import build_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,6 +26,28 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def pytest_addoption(parser):
     parser.addoption("--checkpoint", default=os.environ.get("MNIST_CHECKPOINT"),
                      help="test this model_mnist_*.pth instead of training one (env MNIST_CHECKPOINT)")
+
+
+def pytest_configure(config):
+    """`pytest` with no paths from a folder inside the repo runs the suite as from the repo root:
+    pytest itself would look for tests only in that folder (testpaths apply at the root alone)."""
+    if config.args_source == pytest.Config.ArgsSource.INVOCATION_DIR and os.path.abspath(os.getcwd()) != HERE:
+        os.chdir(HERE)  # relative paths (MNIST_DATA_DIR=../shared/data) then mean what they mean at the root
+        config.args = sorted(glob.glob(os.path.join(HERE, "test_*.py")))
+    if not config.getoption("help"):
+        check_mnist()
+
+
+def check_mnist():
+    """One line, before any test runs, when MNIST is neither on disk nor downloadable."""
+    data_dir = cli.default_data_dir()
+    if all(os.path.isfile(p) for split in ("train", "test") for p in mnist_files(data_dir, split)):
+        return
+    try:
+        download_mnist(data_dir)
+    except cli.UserError:
+        raise pytest.UsageError(f"MNIST not found in {os.path.abspath(data_dir)!r} (its MNIST/raw/*-ubyte files) "
+                                "and it could not be downloaded: set MNIST_DATA_DIR to a folder that holds it") from None
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +89,14 @@ def run_script(script, *args, env_extra=None, timeout=600):
 
 
 def assert_one_line_error(result, needle, code=cli.EXIT_USAGE):
-    """Exit `code` (2: bad input), one line on stderr containing `needle`, no traceback, nothing on stdout."""
+    """Exit `code`, one line on stderr containing `needle`, no traceback; for bad input (2), which is
+    found before any work, nothing on stdout either."""
     assert result.returncode == code, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert needle in lines[0], lines[0]
-    assert result.stdout == ""
+    if code == cli.EXIT_USAGE:
+        assert result.stdout == ""
 
 
 @pytest.fixture(scope="session")
@@ -131,3 +156,25 @@ def corrupt_checkpoints(trained, tmp_path):
     cases.append(("another variant", wrong, [], "another variant?"))
     cases.append(("missing", tmp_path / "nowhere.pth", [], "not found"))
     return cases
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """(folder, fill): a real 2 MB file system (tmpfs, which needs root on Linux; skipped elsewhere)
+    and fill(), which takes every free byte of it, as another process might mid-run."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    if sys.platform != "linux" or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                                                 capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root on Linux")
+
+    def fill():
+        with open(folder / "ballast", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+
+    yield folder, fill
+    subprocess.run(["umount", str(folder)], check=True)

@@ -27,20 +27,32 @@ AUGMENTATIONS = ("rotate", "affine", "erase", "noise")
 def load_mnist(data_dir, split, device):
     """(images uint8 (N,1,28,28), labels int64 (N,)) of `split` ("train" or "test") on `device`,
     from torchvision's MNIST layout under data_dir, downloading the files first when absent."""
-    raw = os.path.join(data_dir, "MNIST", "raw")
-    paths = [os.path.join(raw, f) for f in MNIST_FILES[split]]
+    paths = mnist_files(data_dir, split)
     if not all(os.path.isfile(p) for p in paths):
         download_mnist(data_dir)
     images, labels = (read_idx(p) for p in paths)
-    if images.shape[1:] != (28, 28) or len(images) != len(labels):
-        raise UserError(f"MNIST files in {raw!r} have unexpected shapes: delete them to download afresh")
+    if images.dim() != 3 or images.shape[1:] != (28, 28) or labels.dim() != 1 or len(images) != len(labels):
+        raise UserError(f"MNIST files in {os.path.dirname(paths[0])!r} have unexpected shapes: "
+                        "delete them to download afresh")
+    if len(labels) and labels.max() > 9:  # uint8, so never below 0
+        raise UserError(f"{paths[1]} has labels outside 0-9 (up to {int(labels.max())}): "
+                        "delete it to download afresh")
     return images.unsqueeze(1).to(device), labels.long().to(device)
+
+
+def mnist_files(data_dir, split):
+    """(images, labels) file paths of `split` in torchvision's layout under data_dir."""
+    return [os.path.join(data_dir, "MNIST", "raw", f) for f in MNIST_FILES[split]]
 
 
 def read_idx(path):
     """An IDX file (the MNIST format: magic, dims, then uint8 data) as a uint8 tensor."""
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror}): check its permissions, or delete it to download "
+                        "afresh") from None
     ndim = data[3] if len(data) > 4 else 0
     dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     body = data[4 + 4 * ndim:]

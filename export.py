@@ -7,14 +7,18 @@
 The ONNX model takes what the PyTorch one takes: (batch, 1, 28, 28) float pixels normalised as
 (x / 255 - 0.1307) / 0.3081, any batch size; it returns (batch, 10) log-probabilities.
 """
+import cli
+
+if __name__ == "__main__":
+    cli.exit_quietly_on_signals()
+
+import io
 import os
-import shutil
 import tempfile
 import warnings
 
 import torch
 
-import cli
 from checkpoint import load_checkpoint
 from data import load_mnist, to_input
 from inference import probabilities
@@ -25,16 +29,25 @@ MAX_INT8_DROP = 0.2      # accuracy points the int8 model may lose against the f
 CALIBRATION_IMAGES = 1024
 
 
-def parse_args(argv=None):
+def build_parser():
     p = cli.parser(__doc__)
     p.add_argument("checkpoint", help="a model_mnist_*.pth (its .json sidecar beside it)")
-    p.add_argument("--out", help="ONNX file to write (default: the checkpoint's stem + .onnx)")
+    p.add_argument("--out", help="ONNX file to write, or a folder to write it in (default: the checkpoint's stem "
+                   "+ .onnx beside it)")
     p.add_argument("--model", help=f"variant, when the checkpoint has no sidecar: {', '.join(MODELS)}")
     p.add_argument("--int8", action="store_true",
                    help="also write <stem>.int8.onnx: static int8 quantization calibrated on training images")
     cli.add_data_dir(p, "MNIST root: real test images for the check, training images for calibration")
-    args = p.parse_args(argv)
-    args.out = args.out or os.path.splitext(args.checkpoint)[0] + ".onnx"
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    default = os.path.splitext(args.checkpoint)[0] + ".onnx"
+    if args.out is None:
+        args.out = default
+    elif os.path.isdir(args.out):
+        args.out = os.path.join(args.out, os.path.basename(default))
     return args
 
 
@@ -47,26 +60,23 @@ def import_onnx_tools():
     return onnxruntime
 
 
-def export_onnx(model, path):
-    """Write the model as ONNX with a dynamic batch dimension, atomically."""
+def export_onnx(model):
+    """The model as ONNX (bytes) with a dynamic batch dimension."""
     model.eval()
-    example = torch.zeros(2, 1, 28, 28)
-    tmp = path + ".partial"
-    try:
-        # The TorchScript exporter (deprecated in favour of torch.export, which needs onnxscript and
-        # torch._dynamo) handles a plain CNN exactly, as the onnxruntime check below proves.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (example,), tmp, input_names=["input"], output_names=["log_probs"],
-                              dynamic_axes={"input": {0: "batch"}, "log_probs": {0: "batch"}}, dynamo=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = io.BytesIO()
+    # The TorchScript exporter (deprecated in favour of torch.export, which needs onnxscript and
+    # torch._dynamo) handles a plain CNN exactly, as the onnxruntime check in main proves.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(2, 1, 28, 28),), buf, input_names=["input"],
+                          output_names=["log_probs"], dynamic_axes={"input": {0: "batch"}, "log_probs": {0: "batch"}},
+                          dynamo=False)
+    return buf.getvalue()
 
 
-def run_onnx(ort, path, x):
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+def run_onnx(ort, onnx_model, x):
+    """The ONNX model's (bytes) outputs for x, from onnxruntime on the CPU."""
+    session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
@@ -74,8 +84,9 @@ def accuracy(scores, labels):
     return 100 * (scores.argmax(1) == labels).float().mean().item()
 
 
-def quantize_int8(float_path, int8_path, calibration):
-    """Post-training static quantization (QDQ, per-channel weights) calibrated on `calibration`."""
+def quantize_int8(float_onnx, calibration):
+    """The float ONNX model (bytes) after post-training static quantization (QDQ, per-channel weights)
+    calibrated on `calibration`, as bytes."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -87,43 +98,49 @@ def quantize_int8(float_path, int8_path, calibration):
             batch = next(self.batches, None)
             return None if batch is None else {"input": batch.numpy()}
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # onnxruntime's quantization tools work on files
+        float_path, prepared, quantized = (os.path.join(tmp, f) for f in ("float.onnx", "prepared.onnx", "int8.onnx"))
+        with open(float_path, "wb") as f:
+            f.write(float_onnx)
         # The preprocessing onnxruntime recommends: shape inference and graph clean-up before quantizing.
-        prepared, quantized = os.path.join(tmp, "prepared.onnx"), os.path.join(tmp, "int8.onnx")
         quant_pre_process(float_path, prepared)
         quantize_static(prepared, quantized, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-        shutil.move(quantized, int8_path)  # across file systems too
+        with open(quantized, "rb") as f:
+            return f.read()
 
 
 def main(argv=None):
     args = parse_args(argv)
     ort = import_onnx_tools()
+    int8_path = os.path.splitext(args.out)[0] + ".int8.onnx"
+    for path in [args.out] + ([int8_path] if args.int8 else []):
+        cli.check_out_file(path, "--out")
     model, _ = load_checkpoint(args.checkpoint, args.model)
     test_x, test_y = load_mnist(args.data_dir, "test", "cpu")
-    cli.check_out_dir(os.path.dirname(args.out) or ".")
     inputs = to_input(test_x)
 
-    export_onnx(model, args.out)
+    # Checked before it is written: an export that does not match PyTorch leaves no file.
+    float_onnx = export_onnx(model)
     expected = probabilities(model, test_x)
-    got = torch.cat([run_onnx(ort, args.out, inputs[:1]), run_onnx(ort, args.out, inputs[1:])]).exp()  # batch 1, 9,999
+    got = torch.cat([run_onnx(ort, float_onnx, inputs[:1]), run_onnx(ort, float_onnx, inputs[1:])]).exp()  # 1, 9,999
     diff = (got - expected).abs().max().item()
-    float_acc = accuracy(got, test_y)
-    print(f"wrote {args.out} ({os.path.getsize(args.out):,} bytes) | max |onnxruntime - pytorch| = {diff:.2e} "
-          f"(probabilities) on {len(test_y):,} test images | accuracy {float_acc:.2f}%")
     if diff > MAX_ABS_DIFF:
-        os.unlink(args.out)
-        raise cli.UserError(f"ONNX output differs from PyTorch by {diff:.2e} (> {MAX_ABS_DIFF}); nothing kept")
+        raise cli.RunFailed(f"the ONNX model's probabilities differ from PyTorch's by {diff:.2e} (> {MAX_ABS_DIFF}) "
+                            "on the test images; report it with your torch and onnx versions")
+    float_acc = accuracy(got, test_y)
+    cli.atomic_write(args.out, float_onnx)
+    print(f"wrote {args.out} ({len(float_onnx):,} bytes) | max |onnxruntime - pytorch| = {diff:.2e} "
+          f"(probabilities) on {len(test_y):,} test images | accuracy {float_acc:.2f}%")
 
     if args.int8:
-        int8_path = os.path.splitext(args.out)[0] + ".int8.onnx"
         train_x, _ = load_mnist(args.data_dir, "train", "cpu")
         pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
-        calibration = to_input(train_x[pick])
-        quantize_int8(args.out, int8_path, calibration)
-        int8_acc = accuracy(run_onnx(ort, int8_path, inputs), test_y)
+        int8_onnx = quantize_int8(float_onnx, to_input(train_x[pick]))
+        int8_acc = accuracy(run_onnx(ort, int8_onnx, inputs), test_y)
+        cli.atomic_write(int8_path, int8_onnx)
         drop = float_acc - int8_acc
-        print(f"wrote {int8_path} ({os.path.getsize(int8_path):,} bytes, float {os.path.getsize(args.out):,}) | "
+        print(f"wrote {int8_path} ({len(int8_onnx):,} bytes, float {len(float_onnx):,}) | "
               f"accuracy {int8_acc:.2f}% vs float {float_acc:.2f}% (drop {drop:+.2f} points, "
               f"{'within' if drop <= MAX_INT8_DROP else 'OVER'} the {MAX_INT8_DROP}-point budget)")
 

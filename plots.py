@@ -1,10 +1,15 @@
 """Every matplotlib figure the scripts write: sample grids, training curves, misclassified digits,
-the confusion matrix and the benchmark plot. matplotlib is imported on first use (it costs ~0.5 s)."""
+the confusion matrix and the benchmark plot. matplotlib is imported on first use (it costs ~0.5 s).
+Each PNG is rendered in memory and written whole (cli.atomic_write), so a full disk or a signal
+never leaves half an image."""
+import io
 import math
 import os
 
 import torch
 import torch.nn.functional as F
+
+from cli import atomic_write, make_dir
 
 N_SAMPLE_PNGS = 20
 
@@ -15,6 +20,14 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def save(fig, path):
+    """Render `fig` as PNG into `path`, whole or not at all, and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    pyplot().close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def image_grid(images, titles, path, cols=8):
@@ -38,8 +51,7 @@ def image_grid(images, titles, path, cols=8):
     for i, title in enumerate(titles):
         ax.text((i % cols) * cell + cell / 2, (i // cols) * (cell + title_h) + title_h, title,
                 color="white", fontsize=8, ha="center", va="bottom")
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def save_augmented_samples(images, labels, out_dir):
@@ -47,11 +59,12 @@ def save_augmented_samples(images, labels, out_dir):
     N_SAMPLE_PNGS, named by label."""
     plt = pyplot()
     folder = os.path.join(out_dir, "augmented_samples")
-    os.makedirs(folder, exist_ok=True)
+    make_dir(folder)
     image_grid(images, [f"label {int(v)}" for v in labels], os.path.join(folder, "augmented_grid.png"))
     for i in range(N_SAMPLE_PNGS):
-        plt.imsave(os.path.join(folder, f"sample_{i:02d}_label{int(labels[i])}.png"), images[i, 0].cpu().numpy(),
-                   cmap="gray", vmin=0, vmax=1)
+        buf = io.BytesIO()
+        plt.imsave(buf, images[i, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1, format="png")
+        atomic_write(os.path.join(folder, f"sample_{i:02d}_label{int(labels[i])}.png"), buf.getvalue())
 
 
 def save_training_curves(history, path):
@@ -71,8 +84,7 @@ def save_training_curves(history, path):
         ax.set_title(label + ("" if key == "lr" else f" ({window}-step mean)"))
         ax.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def save_misclassified(images, labels, preds, path, limit=32):
@@ -95,8 +107,7 @@ def save_confusion_matrix(confusion, accuracy, path, title="MNIST test set"):
     ax.set_ylabel("true")
     ax.set_title(f"{title}: {accuracy:.2f}% correct")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def save_benchmark_plot(rows, path):
@@ -113,5 +124,4 @@ def save_benchmark_plot(rows, path):
     axes[0].axvline(25_000, color="gray", linestyle="--", linewidth=1)
     fig.suptitle("blue: this project's variants, red: reference architectures (both with train.py's recipe)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)

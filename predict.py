@@ -8,12 +8,19 @@ digit is dark on a light background, cropped to the digit, scaled into a 20x20 b
 mass in 28x28. The sidecar .json beside the checkpoint says which variant to rebuild; pass --model
 when it is missing.
 """
+import cli
+
+if __name__ == "__main__":
+    cli.exit_quietly_on_signals()
+
+import io
+import logging
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
 
-import cli
 import plots
 from checkpoint import load_checkpoint
 from data import load_mnist
@@ -21,18 +28,26 @@ from inference import probabilities
 from model import MODELS
 
 INK_THRESHOLD = 0.2  # after background removal, pixels above this (0..1) count as the digit
+FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, PPM/PGM and the other formats Pillow reads"
+# Pillow logs what it finds wrong in a damaged file; with no handler Python would print that to
+# stderr beside our one line, which already says it.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 
-def parse_args(argv=None):
+def build_parser():
     p = cli.parser(__doc__)
     p.add_argument("checkpoint", help="a model_mnist_*.pth (its .json sidecar beside it)")
-    p.add_argument("images", nargs="*", help="PNG/JPEG files to classify")
+    p.add_argument("images", nargs="*", help=f"image files to classify ({FORMATS})")
     p.add_argument("--top", type=int, default=1, help="how many of the most likely digits to print")
     p.add_argument("--model", help=f"variant, when the checkpoint has no sidecar: {', '.join(MODELS)}")
     p.add_argument("--evaluate", action="store_true", help="evaluate on the 10k MNIST test set instead")
     cli.add_data_dir(p, "MNIST root for --evaluate")
     cli.add_out_dir(p, "--evaluate writes confusion_matrix.png")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
     if not 1 <= args.top <= 10:
         raise cli.UserError(f"--top must be between 1 and 10, got {args.top}")
     if not args.images and not args.evaluate:
@@ -42,12 +57,14 @@ def parse_args(argv=None):
 
 def load_image(path):
     """An image file as a float tensor (H, W) in [0, 1], white = 1; one-line errors for bad files."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
-    if not os.path.isfile(path):
-        raise cli.UserError(f"image {path!r} not found: check the path")
+    raw = cli.read_file(path, "image")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's notes on odd metadata: the pixels are what matter
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
             img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
             if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                 # Transparent pixels count as paper: flatten onto white before going to gray.
@@ -56,9 +73,9 @@ def load_image(path):
                 img = Image.alpha_composite(white, rgba)
             gray = img.convert("L")
             data = bytearray(gray.tobytes())
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise cli.UserError(f"{path} is not a readable PNG/JPEG image ({type(e).__name__}): "
-                              "pass an image file") from None
+    except Exception as e:  # a damaged or hostile file can make a decoder raise almost anything
+        raise cli.UserError(f"{path} is not a readable image ({type(e).__name__}): pass an image file "
+                            f"({FORMATS})") from None
     return torch.frombuffer(data, dtype=torch.uint8).view(gray.height, gray.width).float() / 255.0
 
 

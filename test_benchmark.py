@@ -35,3 +35,18 @@ def test_benchmark_quick_runs(tmp_path, data_dir, script):
 
 def test_benchmark_rejects_unknown_model(in_process, one_line_error):
     one_line_error(in_process(benchmark.main, ["--models", "fastnet,lenet"]), "unknown model 'lenet'")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--batch-size", "-5"], "--batch-size must be a positive integer, got -5"),
+    (["--lr", "-1"], "--lr must be a number in (0, 10], got -1.0"),
+    (["--models", ""], "--models needs at least one name"),
+    (["--models", " , "], "--models needs at least one name"),
+    (["--seeds", "0"], "--seeds must be between 1 and 100"),
+    (["--json", "/nonexistent/folder/bench.json"], "cannot write --json '/nonexistent/folder/bench.json'"),
+    (["--plot", "."], "--plot '.' is a folder"),
+    (["--batch-size", "70000"], "larger than the training set"),
+])
+def test_benchmark_rejects_bad_flags_before_training(args, needle, data_dir, in_process, one_line_error):
+    one_line_error(in_process(benchmark.main, [*args, "--data-dir", data_dir, "--no-end-to-end"]), needle)

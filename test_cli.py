@@ -1,7 +1,10 @@
 """cli.py: one-line errors and exit codes, the shared flags, and files written whole."""
+import importlib
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cli
 
@@ -75,3 +78,50 @@ def test_atomic_write_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         cli.atomic_write(str(tmp_path / "f.bin"), b"data")
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- fuzzing every script's flags
+
+SCRIPTS = ("train", "predict", "export", "benchmark")
+# What argv can hold: no NUL bytes, and no lone surrogates beyond the ones Python's own decoding makes.
+argv_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/\\"), max_size=12)
+values = st.one_of(
+    argv_text, st.integers(-2**70, 2**70).map(str), st.floats().map(str),
+    st.sampled_from(["", "0", "-1", "1", "nan", "inf", "-inf", "1e999", "none", "auto", "cpu", "cuda", "mps",
+                     "fastnet", "tinynet,lenet", ",,", "rotate,blur", "--", "-x"]))
+
+
+@st.composite
+def argvs(draw, parser):
+    """A command line for `parser`: some of its options, each with a random value, and random positionals."""
+    options = [a for a in parser._actions if a.option_strings and "-h" not in a.option_strings]
+    argv = []
+    for action in draw(st.lists(st.sampled_from(options), max_size=5)):
+        argv.append(action.option_strings[-1])
+        if action.nargs != 0:
+            argv.append(draw(values))
+    return argv + draw(st.lists(values, max_size=3))
+
+
+@pytest.mark.parametrize("examples", [pytest.param(100, id="quick"),
+                                      pytest.param(3000, id="long", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_fuzzed_flags_parse_or_fail_in_one_line(name, examples, tmp_path, monkeypatch):
+    """Random values for every flag of every script: parsed and checked, or one UserError line."""
+    module = importlib.import_module(name)
+    monkeypatch.chdir(tmp_path)  # paths the flags name stay in a scratch folder
+
+    @settings(max_examples=examples, deadline=None)
+    @given(argvs(module.build_parser()))
+    def check(argv):
+        try:
+            module.parse_args(argv)
+        except cli.UserError as e:
+            assert len(str(e).splitlines()) == 1
+
+    check()
+
+
+def test_a_quoted_line_break_stays_on_the_line():
+    message = str(cli.UserError("image 'a\nb\u2028c.png' not found"))
+    assert message.splitlines() == [message] and "a\\nb\\u2028c.png" in message

@@ -1,4 +1,7 @@
 """data.py: reading MNIST, the input contract, and the batched augmentation."""
+import os
+import shutil
+
 import pytest
 import torch
 
@@ -95,3 +98,16 @@ def test_augmented_epoch_keeps_labels_with_images(mnist_train):
 def test_no_augmentation_is_identity(mnist_train):
     x = mnist_train[0][:8].float() / 255
     assert torch.equal(data.augment(x, [], STRENGTHS), x)
+
+
+def test_labels_outside_0_to_9_are_refused(tmp_path, data_dir):
+    """A damaged labels file (here one label 10) is one clear error on load, not a crash in training."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images, labels = data.mnist_files(data_dir, "test")
+    shutil.copy(images, raw)
+    damaged = bytearray(open(labels, "rb").read())
+    damaged[8 + 123] = 10  # past the 8-byte header
+    (raw / os.path.basename(labels)).write_bytes(bytes(damaged))
+    with pytest.raises(cli.UserError, match=r"has labels outside 0-9 \(up to 10\): delete it to download afresh"):
+        data.load_mnist(str(tmp_path), "test", "cpu")

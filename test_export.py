@@ -2,6 +2,7 @@
 
 These need the extras (pip install -r requirements-extras.txt); without them they are skipped."""
 import glob
+import os
 import re
 
 import pytest
@@ -56,3 +57,21 @@ def test_export_without_onnx_says_what_to_install(trained, tmp_path, script, one
     (blocker / "onnx.py").write_text("raise ImportError('blocked', name='onnx')")
     result = script("export.py", trained.pth, "--out", tmp_path / "m.onnx", env_extra={"PYTHONPATH": str(blocker)})
     one_line_error(result, "pip install -r requirements-extras.txt")
+
+
+def test_export_into_an_existing_folder(onnxruntime, trained, tmp_path, data_dir, in_process):
+    """--out FOLDER/ writes <checkpoint stem>.onnx inside it, as cp would."""
+    result = in_process(export.main, [trained.pth, "--out", f"{tmp_path}{os.sep}", "--data-dir", data_dir])
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path) == [os.path.basename(trained.pth)[:-4] + ".onnx"]
+
+
+@pytest.mark.parametrize("where", ["unwritable", "missing folder"])
+def test_export_refuses_an_unwritable_out_naming_out(where, onnxruntime, trained, tmp_path, data_dir, in_process,
+                                                     one_line_error):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = "/proc/x.onnx" if where == "unwritable" and os.path.isdir("/proc") else str(blocker / "x.onnx")
+    result = in_process(export.main, [trained.pth, "--out", out, "--data-dir", data_dir])
+    one_line_error(result, f"cannot write --out '{out}'")
+    assert "--out-dir" not in result.stderr

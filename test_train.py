@@ -1,14 +1,18 @@
 """train.py: the recipe, the optimizer, the loop, what a real run reaches, and its command line."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import cli
 import data
+import plots
 import train
 from checkpoint import load_checkpoint
 from inference import predicted_classes
@@ -187,8 +191,13 @@ def test_sample_batch_leaves_the_training_rng_alone(mnist_train):
 
 @pytest.mark.parametrize("args, needle", [
     (["--model", "resnet50"], "unknown model 'resnet50'"),
-    (["--epochs", "0"], "--epochs must be a positive integer"),
+    (["--epochs", "0"], "--epochs must be between 1 and 1,000"),
+    (["--epochs", "1000000000000000"], "--epochs must be between 1 and 1,000"),
+    (["--epochs", str(2**70)], "--epochs must be between 1 and 1,000"),
+    (["--seed", str(2**64)], "--seed must be between 0 and 18,446,744,073,709,551,615"),
+    (["--seed", "-1"], "--seed must be between 0 and"),
     (["--batch-size", "-4"], "--batch-size must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer"),
     (["--epochs", "two"], "invalid int value"),
     (["--lr", "nan"], "--lr must be a number in (0, 10]"),
     (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs a CUDA device"),
@@ -207,11 +216,11 @@ def test_cli_missing_data_offline(tmp_path, script, one_line_error, offline_env)
     assert not data_dir.exists() and not out.exists()
 
 
-def test_cli_corrupt_checkpoint(tmp_path, data_dir, script, one_line_error):
+def test_cli_corrupt_checkpoint(tmp_path, data_dir, in_process, one_line_error):
     bad, out = tmp_path / "model.pth", tmp_path / "out"
     bad.write_bytes(b"PK\x03\x04 truncated")
-    one_line_error(script("train.py", "--init", bad, "--model", "fastnet", "--out-dir", out, "--data-dir", data_dir),
-                   "not a readable PyTorch checkpoint")
+    one_line_error(in_process(train.main, ["--init", bad, "--model", "fastnet", "--out-dir", out, "--data-dir",
+                                           data_dir]), "not a readable PyTorch checkpoint")
     assert not out.exists()
 
 
@@ -222,11 +231,138 @@ def test_cli_checkpoint_without_sidecar_needs_model(tmp_path, data_dir, in_proce
                    "pass --model NAME")
 
 
-def test_cli_unwritable_out_dir(tmp_path, data_dir, script, one_line_error):
+def test_cli_unwritable_out_dir(tmp_path, data_dir, in_process, one_line_error):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    one_line_error(script("train.py", "--out-dir", blocker / "out", "--data-dir", data_dir), "cannot write to --out-dir")
+    one_line_error(in_process(train.main, ["--out-dir", blocker / "out", "--data-dir", data_dir]),
+                   "cannot write to --out-dir")
     assert os.listdir(tmp_path) == ["a_file"] and blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("model", ["ref_fchead_25k", "ref_gap"])
+def test_cli_batch_of_one_where_batchnorm_needs_two(model, tmp_path, data_dir, in_process, one_line_error):
+    out = tmp_path / "out"
+    one_line_error(in_process(train.main, ["--model", model, "--batch-size", "1", "--out-dir", out,
+                                           "--data-dir", data_dir]), "--batch-size 1 cannot train")
+    assert not out.exists()
+
+
+def test_batch_of_one_is_fine_where_batchnorm_sees_maps():
+    assert not train.batchnorm_needs_pairs(build_model("fastnet"))
+    assert train.batchnorm_needs_pairs(build_model("ref_fchead_25k"))
+
+
+def test_cli_batch_larger_than_the_training_set(tmp_path, data_dir, in_process, one_line_error):
+    out = tmp_path / "out"
+    one_line_error(in_process(train.main, ["--batch-size", "1000000000", "--out-dir", out, "--data-dir", data_dir]),
+                   "larger than the training set (60,000 images)")
+    assert not out.exists()
+
+
+@pytest.fixture
+def small_training_set(monkeypatch, mnist_train):
+    """train.main sees only 4,096 training images (two steps at batch 2,048): a quick real run."""
+    load = data.load_mnist
+    monkeypatch.setattr(data, "load_mnist", lambda d, split, dev: tuple(t[:4096] for t in mnist_train)
+                        if split == "train" else load(d, split, dev))
+
+
+def test_cli_diverged_run_keeps_its_checkpoint_and_fails(small_training_set, tmp_path, data_dir, in_process):
+    """--lr 10 ends at chance level: the checkpoint is saved, the last line says it diverged, exit 1."""
+    result = in_process(train.main, ["--lr", "10", "--batch-size", "2048", "--no-plots", "--out-dir", tmp_path,
+                                     "--data-dir", data_dir])
+    assert result.returncode == cli.EXIT_FAILED
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: training diverged: test accuracy")
+    assert "lower --lr" in result.stderr
+    (pth,) = tmp_path.glob("*.pth")
+    assert f"saved {pth}" in result.stderr and pth.with_suffix(".json").exists()
+
+
+def test_cli_refuses_an_out_dir_without_room(monkeypatch, tmp_path, data_dir, in_process, one_line_error):
+    """Free space for the checkpoint, sidecar and PNGs is checked before training."""
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda p: type("usage", (), {"free": 50_000})())
+    out = tmp_path / "out"
+    one_line_error(in_process(train.main, ["--out-dir", out, "--data-dir", data_dir]), "MB free, and this run writes")
+    assert not out.exists()
+
+
+def test_cli_full_disk_at_the_checkpoint(full_disk, small_training_set, monkeypatch, data_dir, in_process,
+                                         one_line_error):
+    """The disk fills up during training: one line naming the file, nothing saved, no partial file."""
+    folder, fill = full_disk
+    real_train = train.train
+    monkeypatch.setattr(train, "train", lambda *a, **k: (real_train(*a, **k), fill())[0])
+    result = in_process(train.main, ["--no-plots", "--batch-size", "2048", "--out-dir", folder, "--data-dir", data_dir])
+    one_line_error(result, "No space left on device); nothing was saved", code=cli.EXIT_FAILED)
+    assert ".pth" in result.stderr and os.listdir(folder) == ["ballast"]
+
+
+def test_cli_full_disk_at_the_pngs(full_disk, small_training_set, monkeypatch, data_dir, in_process):
+    """The disk fills up after the checkpoint: the line says which PNG failed and that the checkpoint was saved."""
+    folder, fill = full_disk
+    real_samples = plots.save_augmented_samples
+    monkeypatch.setattr(plots, "save_augmented_samples", lambda *a: (fill(), real_samples(*a)))
+    result = in_process(train.main, ["--batch-size", "2048", "--out-dir", folder, "--data-dir", data_dir])
+    assert result.returncode == cli.EXIT_FAILED and result.stderr.count("\n") == 1
+    (pth,) = folder.glob("*.pth")
+    assert "could not write" in result.stderr and "augmented_grid.png (No space left on device)" in result.stderr
+    assert f"saved {pth}, {pth.with_suffix('.json')}" in result.stderr
+    load_checkpoint(str(pth))
+    assert not [f for f in os.listdir(folder) if f.startswith(".tmp")] and not list(folder.rglob("*.png"))
+
+
+def test_cli_interrupt_during_the_pngs_says_what_was_saved(small_training_set, monkeypatch, tmp_path, data_dir,
+                                                            in_process, one_line_error):
+    def interrupted(*a):
+        raise cli.Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(plots, "save_training_curves", interrupted)
+    result = in_process(train.main, ["--batch-size", "2048", "--out-dir", tmp_path, "--data-dir", data_dir])
+    (pth,) = tmp_path.glob("*.pth")
+    assert result.returncode == 130 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"interrupted (SIGINT): saved {pth}, {pth.with_suffix('.json')}")
+
+
+def signal_when(proc, ready, signum):
+    """Send `signum` once `ready(line)` holds for a line of the process's stdout; then its stdout and stderr."""
+    for line in proc.stdout:
+        if ready(line):
+            proc.send_signal(signum)
+            break
+    out, err = proc.communicate(timeout=120)
+    return out, err
+
+
+def start_train(*args):
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "train.py"), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def test_signal_while_torch_imports_is_one_line(tmp_path):
+    proc = start_train("--out-dir", tmp_path / "out")
+    time.sleep(0.4)  # torch's import takes over a second: the signal lands in it
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err == "interrupted (SIGINT): nothing was saved\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_during_training_saves_nothing(tmp_path, data_dir):
+    proc = start_train("--out-dir", tmp_path, "--data-dir", data_dir)
+    _, err = signal_when(proc, lambda line: line.startswith("model fastnet:"), signal.SIGTERM)
+    assert proc.returncode == 143 and err.strip().splitlines() == ["interrupted (SIGTERM): nothing was saved"]
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_sigint_during_the_pngs_in_a_real_run(tmp_path, data_dir):
+    proc = start_train("--out-dir", tmp_path, "--data-dir", data_dir)
+    _, err = signal_when(proc, lambda line: line.startswith("saved ") and "sidecar" in line, signal.SIGINT)
+    (pth,) = tmp_path.glob("*.pth")
+    assert proc.returncode == 130 and err.count("\n") == 1
+    assert err.startswith(f"interrupted (SIGINT): saved {pth}, {pth.with_suffix('.json')}")
+    load_checkpoint(str(pth))
 
 
 # ---------------------------------------------------------------- slow: the CLI end to end

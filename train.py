@@ -12,8 +12,12 @@ import time
 
 PROCESS_START = time.perf_counter()  # wall time counts from here, before the heavy imports
 
+import cli
+
+if __name__ == "__main__":
+    cli.exit_quietly_on_signals()  # Ctrl-C while torch imports: one line, not a traceback
+
 import copy
-import datetime
 import math
 import os
 import sys
@@ -21,10 +25,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
-import cli
 import data
 import plots
-from checkpoint import load_checkpoint, provenance, save_checkpoint
+from checkpoint import load_checkpoint, provenance, save_checkpoint, timestamp
 from inference import predicted_classes
 from model import MODELS, build_model, count_params, model_name, selected_model
 
@@ -32,6 +35,8 @@ from model import MODELS, build_model, count_params, model_name, selected_model
 DEFAULT_MODEL = model_name(selected_model)
 EPOCHS = 1
 SEED = 1
+MAX_EPOCHS, MAX_SEED = 1000, 2**64 - 1  # beyond these torch overflows, or a run would take months
+DIVERGED_BELOW = 20.0  # test accuracy in %; chance is 10%: a run that ends under this has failed
 RECIPE = {  # what a run trains with; the sidecar records all of it
     "batch_size": 128,
     "lr": 0.02,  # peak of the one-cycle schedule
@@ -67,19 +72,22 @@ def recipe_help(key):
     return "; ".join([str(RECIPE[key])] + [f"{n} {own[key]}" for n, own in VARIANT_RECIPES.items() if key in own])
 
 
-def parse_args(argv=None):
+def build_parser():
     p = cli.parser(__doc__)
-    p.add_argument("--model", help=f"variant to train: {', '.join(MODELS)} "
+    p.add_argument("--model", metavar="NAME", help=f"variant to train: {', '.join(MODELS)} "
                    f"(default: the --init checkpoint's model, else {DEFAULT_MODEL})")
-    p.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the 60k training images")
-    p.add_argument("--batch-size", type=int, help=f"training batch size (default: {recipe_help('batch_size')})")
-    p.add_argument("--lr", type=float,
-                   help=f"peak learning rate of the one-cycle schedule (default: {recipe_help('lr')})")
-    p.add_argument("--seed", type=int, default=SEED, help="random seed (same seed, same device: same weights)")
+    p.add_argument("--epochs", type=int, default=EPOCHS, metavar="N",
+                   help=f"passes over the 60k training images, 1 to {MAX_EPOCHS}")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"training batch size, at most the training set (default: {recipe_help('batch_size')})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate of the one-cycle schedule, in (0, 10] "
+                   f"(default: {recipe_help('lr')})")
+    p.add_argument("--seed", type=int, default=SEED, metavar="N",
+                   help="random seed, 0 to 2**64-1 (same seed, device and thread count: same weights)")
     cli.add_device(p)
     cli.add_data_dir(p)
     cli.add_out_dir(p, "the checkpoint, sidecar and PNGs go")
-    p.add_argument("--augment", help=f"comma-separated training augmentations from {', '.join(data.AUGMENTATIONS)}, "
+    p.add_argument("--augment", metavar="LIST", help=f"comma-separated training augmentations from {', '.join(data.AUGMENTATIONS)}, "
                    f"or none (default: {','.join(RECIPE['augment'])})")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs (samples, curves, misclassified)")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning)")
@@ -88,7 +96,11 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (CUDA graphs on a GPU); compiling takes longer than "
                         "one CPU epoch, so it only pays on a GPU or over many epochs")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
     validate_args(args)
     return args
 
@@ -106,12 +118,39 @@ def validate_args(args):
 
 
 def check_training_flags(args):
-    """The flags train.py and benchmark.py share: positive sizes, a usable learning rate."""
-    for flag in ("epochs", "batch_size"):
-        if getattr(args, flag, None) is not None and getattr(args, flag) <= 0:
-            raise cli.UserError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    """The bounds of the flags train.py and benchmark.py share. The batch size is checked against the
+    data and the model later, by check_batch_size, still before any training."""
+    cli.check_range("--epochs", getattr(args, "epochs", None), 1, MAX_EPOCHS)
+    cli.check_range("--seed", getattr(args, "seed", None), 0, MAX_SEED)
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise cli.UserError(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.lr is not None and not 0 < args.lr <= 10:  # also rejects nan and inf
         raise cli.UserError(f"--lr must be a number in (0, 10], got {args.lr}")
+
+
+def check_batch_size(batch_size, n_train, model):
+    """A batch no larger than the training set, and of two or more where the model's BatchNorm
+    normalises a single value per channel (after a fully connected layer or a 1x1 map)."""
+    if batch_size > n_train:
+        raise cli.UserError(f"--batch-size {batch_size:,} is larger than the training set ({n_train:,} images): "
+                            "use a smaller one")
+    if batch_size == 1 and batchnorm_needs_pairs(model):
+        raise cli.UserError(f"--batch-size 1 cannot train {model_name(model)}: its BatchNorm needs at least 2 "
+                            "samples per batch; use --batch-size 2 or more")
+
+
+def batchnorm_needs_pairs(model):
+    """Whether some BatchNorm layer of `model` sees one value per channel per sample."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: sizes.append(inp[0][0, 0].numel()))
+             for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    was_training = model.training
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 1, 28, 28))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    return 1 in sizes
 
 
 def require_cuda_for_graphs(args):
@@ -233,7 +272,7 @@ def train(model, images, labels, config, epochs, log=print, cuda_graphs=False):
     sizes = torch.tensor([e - s for s, e in slices] * epochs, dtype=torch.float32)
     lrs = []
     tty = sys.stderr.isatty()
-    check_every, log_every = 50, max(1, total // 5)
+    check_every, log_at = 50, {math.ceil(total * k / 5) for k in range(1, 6)}  # five lines, the last at the end
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda",
                               cache_enabled=not cuda_graphs)  # graphs need the cast cache off
 
@@ -269,7 +308,7 @@ def train(model, images, labels, config, epochs, log=print, cuda_graphs=False):
                     bar.set_postfix(epoch=epoch + 1, loss=f"{losses[step - 1].item():.3f}",
                                     acc=f"{running_acc(step):.2f}%")
                     bar.update(step - bar.n)
-            if not tty and (step % log_every == 0 or step == total):
+            if not tty and step in log_at:
                 log(f"epoch {epoch + 1}/{epochs} step {step}/{total} loss {losses[step - 1].item():.4f} "
                     f"running acc {running_acc(step):.2f}%")
     bar.close()
@@ -309,6 +348,12 @@ def sample_batch(images, labels, config, n=32):
         return data.augmented_images(images, idx, config["augment"], config["augment_strengths"]), labels[idx]
 
 
+def output_bytes(n_params, plots_too):
+    """About what a run writes: the float32 weights with torch.save's framing and the sidecar, plus
+    the PNGs (about 0.2 MB measured; 1 MB allowed)."""
+    return 4 * n_params + 64_000 + (1_000_000 if plots_too else 0)
+
+
 def main(argv=None):
     args = parse_args(argv)
     # Every check that can fail runs before training, and nothing is written until training has finished.
@@ -318,7 +363,8 @@ def main(argv=None):
     config = recipe(args.model, batch_size=args.batch_size, lr=args.lr, augment=args.augment)
     train_x, train_y = data.load_mnist(args.data_dir, "train", args.device)
     test_x, test_y = data.load_mnist(args.data_dir, "test", args.device)
-    cli.check_out_dir(args.out_dir)
+    check_batch_size(config["batch_size"], len(train_x), model)
+    cli.check_out_dir(args.out_dir, need_bytes=output_bytes(count_params(model), not args.no_plots))
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
 
@@ -341,7 +387,7 @@ def main(argv=None):
         "model": args.model, "params": n_params, "train_acc": round(train_acc, 4), "test_acc": round(test_acc, 4),
         "epochs": args.epochs, "seed": args.seed, **config, "init": args.init, "device": args.device,
         "cuda_graphs": args.cuda_graphs, "compile": args.compile, **provenance(),
-        "timestamp": datetime.datetime.now().strftime("%Y%m%d_%H%M%S"), "train_s": round(train_s, 3),
+        "timestamp": timestamp(), "train_s": round(train_s, 3),
     }
     metadata["wall_s"] = round(time.perf_counter() - PROCESS_START, 3)
     path = save_checkpoint(model, args.out_dir, metadata)
@@ -352,6 +398,9 @@ def main(argv=None):
         plots.save_training_curves(history, os.path.join(args.out_dir, "training_curves.png"))
         plots.save_misclassified(test_x, test_y, preds, os.path.join(args.out_dir, "misclassified_grid.png"))
         print(f"saved augmented_samples/, training_curves.png, misclassified_grid.png in {args.out_dir}")
+    if test_acc < DIVERGED_BELOW:  # last, so that the line a user reads says it, and the exit code is 1
+        raise cli.RunFailed(f"training diverged: test accuracy {test_acc:.2f}% is chance level; lower --lr "
+                            f"(the recipe's is {recipe(args.model)['lr']}) or --batch-size, or check the data")
     return path
 
 
