@@ -62,6 +62,9 @@ def build_parser():
     p.add_argument("--plot", metavar="PNG", help="also plot test accuracy against params and against seconds")
     p.add_argument("--reference-run", metavar="OUT_DIR",
                    help="run the reference pipeline once into OUT_DIR and exit (used to time it as a process)")
+    p.add_argument("--preprocess", metavar="CHECKPOINT",
+                   help="instead of training: time predict.py's preprocessing of a 4000x3000 photo (JPEG and "
+                        "PNG) and one image end to end with CHECKPOINT, then exit")
     return p
 
 
@@ -248,11 +251,47 @@ def print_table(rows, reference, ours, seeds):
           f"{reference['exit_s'] / ours['exit_s']:.2f}x to exit")
 
 
+def time_preprocessing(checkpoint, data_dir, repeats=5):
+    """Seconds that preprocess.prepare takes on a 4000x3000 photo of a test digit, as JPEG and as PNG
+    (median of `repeats`), and `python predict.py CHECKPOINT photo.jpg` from launch to exit (median of 3)."""
+    from PIL import Image, ImageFilter
+
+    import preprocess
+
+    digit = data.load_mnist(data_dir, "test", "cpu")[0][0, 0]
+    ink = Image.fromarray((255 - digit).numpy()).resize((700, 700), Image.BICUBIC)
+    paper = Image.linear_gradient("L").resize((4000, 3000)).point(lambda v: 140 + v // 3)  # light falling off
+    paper.paste(ink, (1600, 1100), Image.fromarray(digit.numpy()).resize((700, 700), Image.BICUBIC))
+    noise = Image.effect_noise(paper.size, 12)  # sensor noise: it also gives the files a camera's size
+    photo = Image.blend(paper.filter(ImageFilter.GaussianBlur(2)), noise, 0.3).convert("RGB")
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in ("JPEG", "PNG"):
+            path = os.path.join(tmp, f"photo.{fmt.lower()}")
+            photo.save(path, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+            with open(path, "rb") as f:
+                encoded = f.read()
+            runs = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                preprocess.prepare(encoded, path)
+                runs.append(time.perf_counter() - t0)
+            times[fmt] = statistics.median(runs)
+            print(f"preprocessing a 4000x3000 {fmt} ({len(encoded) / 1e6:.1f} MB): {times[fmt]:.3f} s "
+                  f"(median of {repeats})")
+        jpeg = os.path.join(tmp, "photo.jpeg")
+        end_to_end = statistics.median(timed_process(["predict.py", checkpoint, jpeg]) for _ in range(3))
+        print(f"python predict.py CHECKPOINT photo.jpeg, launch to exit: {end_to_end:.2f} s (median of 3)")
+    return times, end_to_end
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.reference_run:
         reference_pipeline(args.data_dir, args.reference_run)
         return
+    if args.preprocess:
+        return time_preprocessing(args.preprocess, args.data_dir)
     mnist = (data.load_mnist(args.data_dir, "train", args.device), data.load_mnist(args.data_dir, "test", args.device))
     for name in args.models:
         train.check_batch_size(train.recipe(name, batch_size=args.batch_size)["batch_size"], len(mnist[0][0]),

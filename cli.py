@@ -57,10 +57,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is a UserError (one line) rather than usage text."""
+    """argparse, but a bad flag is a UserError (one line) rather than usage text; options may stand
+    before, between or after the positional arguments (`predict.py CK --top 3 a.png b.png`)."""
 
     def error(self, message):
         raise UserError(f"{message} (see --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        return self.parse_intermixed_args(args, namespace)
 
 
 def parser(doc):

@@ -46,8 +46,9 @@ def check_mnist():
     try:
         download_mnist(data_dir)
     except cli.UserError:
-        raise pytest.UsageError(f"MNIST not found in {os.path.abspath(data_dir)!r} (its MNIST/raw/*-ubyte files) "
-                                "and it could not be downloaded: set MNIST_DATA_DIR to a folder that holds it") from None
+        raise pytest.UsageError(f"MNIST not found in {os.path.abspath(data_dir)!r} (its MNIST/raw/*-ubyte "
+                                "files) and it could not be downloaded: set MNIST_DATA_DIR to a folder that holds "
+                                "it") from None
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ from cli import UserError
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-AUGMENTATIONS = ("rotate", "affine", "erase", "noise")
+IMAGE_AUGMENTATIONS = ("rotate", "affine", "erase", "noise")  # what augment() does to each image
+AUGMENTATIONS = IMAGE_AUGMENTATIONS + ("printed",)  # and printed digits added to the training set
 
 
 # ---------------------------------------------------------------- reading MNIST
@@ -93,7 +94,7 @@ def normalize(x_unit):
 def augment(x, kinds, strengths):
     """Per-sample random augmentation of a batch x (B,1,28,28) float in [0,1], on x's device.
 
-    `kinds` picks from AUGMENTATIONS; `strengths` holds their ranges (train.py's RECIPE["augment_strengths"])."""
+    `kinds` picks from IMAGE_AUGMENTATIONS; `strengths` holds their ranges (train.py's RECIPE["augment_strengths"])."""
     s = strengths
     b, dev = x.shape[0], x.device
 
@@ -141,6 +142,71 @@ def affine_grid_28(theta):
     coords = (torch.arange(28, device=theta.device, dtype=theta.dtype) * 2 + 1) / 28 - 1  # pixel centres
     t = theta[:, None, None]  # (B,1,1,2,3)
     return t[..., 0] * coords[None, None, :, None] + t[..., 1] * coords[None, :, None, None] + t[..., 2]
+
+
+def with_printed(images, labels, strengths):
+    """The training set with printed digits added after it: strengths["printed_per_digit"] of each digit
+    rendered once, each added strengths["printed_repeats"] times (each epoch's augmentation varies them)."""
+    printed, printed_labels = printed_digits(strengths["printed_per_digit"])
+    repeats = strengths["printed_repeats"]
+    return (torch.cat([images] + [printed.to(images.device)] * repeats),
+            torch.cat([labels] + [printed_labels.to(labels.device)] * repeats))
+
+
+def printed_digits(per_digit, seed=0):
+    """Printed digits, which MNIST's handwriting lacks: (N, 1, 28, 28) uint8 and labels, framed as MNIST's.
+
+    Drawn with the two fonts inside Pillow itself (Aileron, a sans serif, and a small bitmap font, so
+    nothing depends on the fonts a machine has), at varied sizes, weights and widths, with the written
+    variants fonts and hands use and MNIST rarely shows: the 1 with a base, the 7 with a crossbar, the
+    dotted and the slashed 0. Its own random generator: the training run's draws are untouched."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from preprocess import frame
+
+    rng = torch.Generator().manual_seed(seed)
+    fonts = {size: ImageFont.load_default(size=size) for size in (24, 32, 48, 64, 96)}
+    bitmap = ImageFont.load_default_imagefont()
+    digits, labels = [], []
+
+    def draw(font, text, stroke=0):
+        left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
+        pad = max(4, (bottom - top) // 3)
+        img = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
+        ImageDraw.Draw(img).text((pad - left, pad - top), text, fill=255, font=font, stroke_width=stroke,
+                                 stroke_fill=255)
+        return img, (pad, pad, right - left, bottom - top)
+
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=rng))]
+
+    for d in range(10):
+        for i in range(per_digit):
+            if i % 5 == 4:  # a fifth from the bitmap font, smoothed by scaling it up
+                img, _ = draw(bitmap, str(d))
+                scale = pick([3, 4, 6, 8])
+                img = img.resize((img.width * scale, img.height * scale), Image.BILINEAR)
+            else:
+                size = pick(list(fonts))
+                img, (x, y, w, h) = draw(fonts[size], str(d), stroke=pick([0, 0, 1, 2, 3]) * size // 24)
+                line = max(2, h // 9)
+                variant = pick({0: ["", "dot", "slash"], 1: ["", "base"], 7: ["", "bar"]}.get(d, [""]))
+                pen = ImageDraw.Draw(img)
+                if variant == "dot":
+                    pen.ellipse((x + w / 2 - line, y + h / 2 - line, x + w / 2 + line, y + h / 2 + line), fill=255)
+                elif variant == "slash":
+                    pen.line((x + w * 0.8, y + h * 0.15, x + w * 0.2, y + h * 0.85), fill=255, width=line)
+                elif variant == "base":
+                    pen.line((x - w * 0.3, y + h - line / 2, x + w * 1.3, y + h - line / 2), fill=255, width=line)
+                elif variant == "bar":
+                    pen.line((x + w * 0.25, y + h * 0.55, x + w * 0.9, y + h * 0.55), fill=255, width=line)
+            img = img.crop(img.getbbox())
+            width = max(1, round(img.width * pick([0.75, 0.9, 1.0, 1.15, 1.3])))  # condensed to wide
+            img = img.resize((width, img.height), Image.BILINEAR)
+            pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.height, img.width)
+            digits.append(frame(pixels.float() / 255))
+            labels.append(d)
+    return torch.stack(digits), torch.tensor(labels)
 
 
 def augmented_images(images, idx, kinds, strengths):

@@ -54,6 +54,31 @@ def image_grid(images, titles, path, cols=8):
     save(fig, path)
 
 
+def save_digit(digit_uint8, path):
+    """A (1, 28, 28) uint8 digit as a 28x28 grayscale PNG, exactly the pixels the model takes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(digit_uint8[0].numpy()).save(buf, "PNG")
+    atomic_write(path, buf.getvalue())
+
+
+def save_misses(originals, digits, titles, path, cols=4):
+    """Each missed image (a gray (H, W) tensor) beside the 28x28 digit the model saw, with its title."""
+    plt = pyplot()
+    rows = max(1, math.ceil(len(originals) / cols))
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.3, rows * 1.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (original, digit, title) in enumerate(zip(originals, digits, titles)):
+        left, right = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
+        left.imshow(original.numpy(), cmap="gray", vmin=0, vmax=1)
+        right.imshow(digit[0].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        left.set_title(title, fontsize=7, loc="left")
+    fig.tight_layout()
+    save(fig, path)
+
+
 def save_augmented_samples(images, labels, out_dir):
     """augmented_samples/augmented_grid.png of `images` ([0,1] floats) plus one PNG for each of the first
     N_SAMPLE_PNGS, named by label."""

@@ -1,11 +1,14 @@
-"""Predict the digit in your own images with a trained checkpoint.
+"""Predict the digit in your own images (photos, scans, drawings) with a trained checkpoint.
 
-    python predict.py model_mnist_<stamp>_acc<acc>.pth digit.png [more.jpg ...] [--top 3]
-    python predict.py CHECKPOINT --evaluate          # MNIST test set: accuracy, per class, confusion matrix
+    python predict.py model_mnist_<stamp>_acc<acc>.pth digit.jpg [more.png ...] [--top 3] [--show DIR]
+    python predict.py CHECKPOINT --evaluate          # the MNIST test set: accuracy, per class, confusion matrix
+    python predict.py CHECKPOINT --evaluate DIR      # your own labelled images, the same report
 
-Images of any size and colour mode are prepared the way MNIST's were: grayscale, inverted when the
-digit is dark on a light background, cropped to the digit, scaled into a 20x20 box and centred by
-mass in 28x28. The sidecar .json beside the checkpoint says which variant to rebuild; pass --model
+Each image is prepared as MNIST's digits were (preprocess.py): lighting flattened, the ink found and
+the digit cut out of its surroundings, scaled into a 20x20 box and centred by mass in 28x28. Each
+printed line starts `PATH: D (P%)`; a line ends with [low confidence] when the model's top
+probability is under LOW_CONFIDENCE (inference.py), which is how a letter, a shape or a smudge
+usually shows. The sidecar .json beside the checkpoint says which variant to rebuild; pass --model
 when it is missing.
 """
 import cli
@@ -13,140 +16,179 @@ import cli
 if __name__ == "__main__":
     cli.exit_quietly_on_signals()
 
-import io
-import logging
 import os
-import warnings
+import re
 
 import torch
-import torch.nn.functional as F
 
 import plots
 from checkpoint import load_checkpoint
 from data import load_mnist
-from inference import probabilities
+from inference import LOW_CONFIDENCE, low_confidence, probabilities
 from model import MODELS
+from preprocess import FORMATS, prepare, read_image, to_mnist
 
-INK_THRESHOLD = 0.2  # after background removal, pixels above this (0..1) count as the digit
-FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, PPM/PGM and the other formats Pillow reads"
-# Pillow logs what it finds wrong in a damaged file; with no handler Python would print that to
-# stderr beside our one line, which already says it.
-logging.getLogger("PIL").addHandler(logging.NullHandler())
+LABEL_HELP = ("labels come from the parent folder's name (0-9), else from 'label<d>' in the file name, "
+              "else from the file name's first character when it is a digit")
+MISSES_SHOWN = 40
 
 
 def build_parser():
     p = cli.parser(__doc__)
     p.add_argument("checkpoint", help="a model_mnist_*.pth (its .json sidecar beside it)")
     p.add_argument("images", nargs="*", help=f"image files to classify ({FORMATS})")
-    p.add_argument("--top", type=int, default=1, help="how many of the most likely digits to print")
-    p.add_argument("--model", help=f"variant, when the checkpoint has no sidecar: {', '.join(MODELS)}")
-    p.add_argument("--evaluate", action="store_true", help="evaluate on the 10k MNIST test set instead")
-    cli.add_data_dir(p, "MNIST root for --evaluate")
-    cli.add_out_dir(p, "--evaluate writes confusion_matrix.png")
+    p.add_argument("--top", type=int, default=1, metavar="K", help="how many of the most likely digits to print")
+    p.add_argument("--model", metavar="NAME", help=f"variant, when the checkpoint has no sidecar: {', '.join(MODELS)}")
+    p.add_argument("--evaluate", nargs="?", const="", metavar="DIR",
+                   help=f"without DIR: the 10k MNIST test set; with DIR: the images under it ({LABEL_HELP}). "
+                        "Prints accuracy, per class and the confusion matrix; writes confusion_matrix.png, and "
+                        "for DIR misses.png (each miss beside the 28x28 image the model saw)")
+    p.add_argument("--show", metavar="DIR", help="write the 28x28 image the model saw for each input image to DIR")
+    cli.add_data_dir(p, "MNIST root for --evaluate without DIR")
+    cli.add_out_dir(p, "--evaluate writes its PNGs")
     return p
 
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
-    if not 1 <= args.top <= 10:
-        raise cli.UserError(f"--top must be between 1 and 10, got {args.top}")
-    if not args.images and not args.evaluate:
+    cli.check_range("--top", args.top, 1, 10)
+    if not args.images and args.evaluate is None:
         raise cli.UserError("give at least one image to classify, or --evaluate")
+    if args.evaluate and not os.path.isdir(args.evaluate):
+        raise cli.UserError(f"--evaluate {args.evaluate!r} is not a folder: give a folder of labelled images, "
+                            "or --evaluate alone for the MNIST test set")
     return args
 
 
-def load_image(path):
-    """An image file as a float tensor (H, W) in [0, 1], white = 1; one-line errors for bad files."""
-    from PIL import Image, ImageOps
-
-    raw = cli.read_file(path, "image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's notes on odd metadata: the pixels are what matter
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(raw))
-            img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
-            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-                # Transparent pixels count as paper: flatten onto white before going to gray.
-                rgba = img.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(white, rgba)
-            gray = img.convert("L")
-            data = bytearray(gray.tobytes())
-    except Exception as e:  # a damaged or hostile file can make a decoder raise almost anything
-        raise cli.UserError(f"{path} is not a readable image ({type(e).__name__}): pass an image file "
-                            f"({FORMATS})") from None
-    return torch.frombuffer(data, dtype=torch.uint8).view(gray.height, gray.width).float() / 255.0
-
-
-def to_mnist(gray, path="image"):
-    """(H, W) gray in [0,1] -> (1, 28, 28) uint8, white digit on black, as MNIST digits were made."""
-    border = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if border.median() > 0.5:  # light paper, dark ink: MNIST is the other way round
-        gray = 1 - gray
-        border = 1 - border
-    background, peak = border.median(), gray.max()
-    if peak - background < 0.1:
-        raise cli.UserError(f"{path}: no digit found (the image is blank or has no contrast)")
-    ink = ((gray - background) / (peak - background)).clamp(0, 1)
-    ink = torch.where(ink > INK_THRESHOLD, ink, torch.zeros_like(ink))  # paper texture and shadows
-    rows, cols = ink.sum(1).nonzero().flatten(), ink.sum(0).nonzero().flatten()
-    digit = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-
-    # Longer side to 20 pixels, aspect kept; antialiased so thin strokes survive the shrink.
-    h, w = digit.shape
-    scale = 20 / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    digit = F.interpolate(digit[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]
-    digit = digit / digit.max()
-
-    # Place it so its centre of mass sits at the centre of the 28x28 field.
-    ys, xs = torch.arange(size[0], dtype=torch.float32), torch.arange(size[1], dtype=torch.float32)
-    mass = digit.sum()
-    com_y, com_x = (digit.sum(1) * ys).sum() / mass, (digit.sum(0) * xs).sum() / mass
-    top = int((14 - com_y).round().clamp(0, 28 - size[0]))
-    left = int((14 - com_x).round().clamp(0, 28 - size[1]))
-    canvas = torch.zeros(28, 28)
-    canvas[top:top + size[0], left:left + size[1]] = digit
-    return (canvas * 255).round().to(torch.uint8)[None]
-
-
 def format_prediction(path, probs, top):
+    """`PATH: D (P%)[, D (P%) ...]`, then ` [low confidence]` when the top probability is low."""
     values, digits = probs.topk(top)
-    return f"{path}: " + ", ".join(f"{int(d)} ({100 * float(v):.1f}%)" for v, d in zip(values, digits))
+    line = f"{path}: " + ", ".join(f"{int(d)} ({100 * float(v):.1f}%)" for v, d in zip(values, digits))
+    return line + (" [low confidence]" if low_confidence(probs) else "")
 
 
-def evaluate(model, data_dir, out_dir):
-    """Accuracy, per-class accuracy and confusion matrix on the MNIST test set; saves the matrix as PNG."""
+def classify(model, paths, args):
+    """Every image read and prepared before any line is printed: one bad file, one error line."""
+    if args.show:
+        cli.check_out_dir(args.show, "--show")
+    digits = torch.stack([prepare(cli.read_file(path, "image"), path) for path in paths])
+    if args.show:
+        for digit, name in zip(digits, show_names(paths)):
+            plots.save_digit(digit, os.path.join(args.show, name))
+    for path, probs in zip(paths, probabilities(model, digits)):
+        print(format_prediction(path, probs, args.top))
+
+
+def show_names(paths):
+    """<stem>_28x28.png for each path; a stem seen before gets its position added, so none is overwritten."""
+    names, seen = [], set()
+    for i, path in enumerate(paths):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name = f"{stem}_28x28.png" if stem not in seen else f"{stem}_{i}_28x28.png"
+        seen.add(stem)
+        names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------- evaluation
+
+def report(preds, labels, title, out_dir):
+    """Print accuracy, per-class accuracy and the confusion matrix; save the matrix as PNG. A prediction
+    of -1 (no digit found) counts as wrong."""
+    confusion = torch.zeros(10, 11, dtype=torch.long)  # the last column: no digit found
+    confusion.index_put_((labels, preds.where(preds >= 0, 10)), torch.ones_like(labels), accumulate=True)
+    right = int(confusion.diag().sum())
+    accuracy = 100 * right / len(labels)
+    counts = confusion.sum(1)
+    print(f"{title} accuracy: {accuracy:.2f}% ({len(labels) - right} of {len(labels)} wrong)")
+    print("per class: " + "  ".join(f"{d}: {100 * confusion[d, d] / n:.2f}%" if n else f"{d}: -"
+                                    for d, n in enumerate(counts.tolist())))
+    print("confusion matrix (rows: true digit, columns: predicted" +
+          ("; -: no digit found):" if confusion[:, 10].any() else "):"))
+    columns = 11 if confusion[:, 10].any() else 10
+    print("      " + "".join(f"{d:>6}" for d in list(range(10)) + ["-"])[:6 * columns])
+    for d in range(10):
+        print(f"{d:>6d}" + "".join(f"{int(c):>6d}" for c in confusion[d, :columns]))
+    path = os.path.join(out_dir, "confusion_matrix.png")
+    plots.save_confusion_matrix(confusion[:, :10], accuracy, path, title)
+    print(f"saved {path}")
+    return accuracy
+
+
+def evaluate_mnist(model, data_dir, out_dir):
     images, labels = load_mnist(data_dir, "test", "cpu")
     cli.check_out_dir(out_dir)
-    preds = probabilities(model, images).argmax(1)
-    confusion = torch.zeros(10, 10, dtype=torch.long)
-    confusion.index_put_((labels, preds), torch.ones_like(labels), accumulate=True)
-    per_class = 100 * confusion.diag() / confusion.sum(1)
-    accuracy = 100 * confusion.diag().sum().item() / len(labels)
-    print(f"test accuracy: {accuracy:.2f}% ({len(labels) - confusion.diag().sum().item()} of {len(labels)} wrong)")
-    print("per class: " + "  ".join(f"{d}: {a:.2f}%" for d, a in enumerate(per_class.tolist())))
-    print("confusion matrix (rows: true digit, columns: predicted):")
-    print("      " + "".join(f"{d:>6d}" for d in range(10)))
-    for d in range(10):
-        print(f"{d:>6d}" + "".join(f"{int(c):>6d}" for c in confusion[d]))
-    path = os.path.join(out_dir, "confusion_matrix.png")
-    plots.save_confusion_matrix(confusion, accuracy, path)
-    print(f"saved {path}")
-    return accuracy, per_class, confusion
+    return report(probabilities(model, images).argmax(1), labels, "MNIST test set", out_dir)
+
+
+def labelled_images(folder):
+    """(path, label) for every file under `folder` that a label can be read for, sorted; and how many
+    files had none."""
+    found, unlabelled = [], 0
+    for root, _, files in os.walk(folder):
+        for name in sorted(files):
+            parent = os.path.basename(root)
+            tag = re.search(r"label(\d)", name)
+            label = (int(parent) if re.fullmatch(r"\d", parent) else int(tag.group(1)) if tag else
+                     int(name[0]) if name[0].isdigit() else None)
+            if label is None:
+                unlabelled += 1
+            else:
+                found.append((os.path.join(root, name), label))
+    return sorted(found), unlabelled
+
+
+def evaluate_folder(model, folder, out_dir):
+    """Accuracy of the model on the user's own labelled images; writes confusion_matrix.png and misses.png."""
+    cli.check_out_dir(out_dir)
+    items, unlabelled = labelled_images(folder)
+    originals, digits, labels, unreadable = [], [], [], 0
+    for path, label in items:
+        try:
+            gray = read_image(cli.read_file(path, "image"), path)
+        except cli.UserError:
+            unreadable += 1  # a note or a stray file beside the images
+            continue
+        try:
+            digit = to_mnist(gray, path)
+        except cli.UserError:
+            digit = None  # no digit found: counted as wrong
+        originals.append(gray)
+        digits.append(digit)
+        labels.append(label)
+    if not labels:
+        raise cli.UserError(f"no labelled image under {folder!r}: {LABEL_HELP}")
+    found = [i for i, d in enumerate(digits) if d is not None]
+    preds = torch.full((len(labels),), -1, dtype=torch.long)
+    if found:
+        preds[found] = probabilities(model, torch.stack([digits[i] for i in found])).argmax(1)
+    labels = torch.tensor(labels)
+    print(f"{len(labels):,} labelled images under {folder}" +
+          (f"; {int((preds < 0).sum())} with no digit found (counted as wrong)" if (preds < 0).any() else "") +
+          (f"; left out: {unreadable} unreadable" if unreadable else "") +
+          (f", {unlabelled} without a label" if unlabelled else ""))
+    accuracy = report(preds, labels, os.path.basename(os.path.normpath(folder)) or folder, out_dir)
+    misses = (preds != labels).nonzero().flatten()[:MISSES_SHOWN].tolist()
+    if misses:
+        path = os.path.join(out_dir, "misses.png")
+        empty = torch.zeros(1, 28, 28, dtype=torch.uint8)
+        plots.save_misses([originals[i] for i in misses], [digits[i] if digits[i] is not None else empty
+                                                           for i in misses],
+                          [f"true {int(labels[i])} / {'none' if preds[i] < 0 else int(preds[i])}" for i in misses],
+                          path)
+        print(f"saved {path} (the first {len(misses)} misses, each beside the 28x28 image the model saw)")
+    return accuracy
 
 
 def main(argv=None):
     args = parse_args(argv)
     model, _ = load_checkpoint(args.checkpoint, args.model)
-    if args.evaluate:
-        evaluate(model, args.data_dir, args.out_dir)
+    if args.evaluate == "":
+        evaluate_mnist(model, args.data_dir, args.out_dir)
+    elif args.evaluate:
+        evaluate_folder(model, args.evaluate, args.out_dir)
     if args.images:
-        # Every image is read and checked before any line is printed: one bad file, one error line.
-        batch = torch.stack([to_mnist(load_image(path), path) for path in args.images])
-        for path, probs in zip(args.images, probabilities(model, batch)):
-            print(format_prediction(path, probs, args.top))
+        classify(model, args.images, args)
 
 
 if __name__ == "__main__":

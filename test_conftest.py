@@ -1,7 +1,10 @@
-"""conftest.py: how the suite starts, whatever the machine and the folder it is started from."""
+"""conftest.py: how the suite starts, whatever the machine and the folder it is started from. Each test
+starts pytest afresh (several seconds of imports), so they run with the slow tests."""
 import os
 import subprocess
 import sys
+
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -11,6 +14,7 @@ def run_pytest(cwd, env_extra, *args):
                           env=dict(os.environ, **env_extra), timeout=300)
 
 
+@pytest.mark.slow
 def test_without_mnist_the_suite_says_so_in_one_line(tmp_path, offline_env):
     result = run_pytest(HERE, dict(offline_env, MNIST_DATA_DIR=str(tmp_path / "nothing")), "-q")
     lines = (result.stdout + result.stderr).strip().splitlines()
@@ -19,6 +23,7 @@ def test_without_mnist_the_suite_says_so_in_one_line(tmp_path, offline_env):
     assert not (tmp_path / "nothing").exists()
 
 
+@pytest.mark.slow
 def test_the_suite_runs_the_same_from_a_subfolder(data_dir):
     """From augmented_samples/, `pytest` collects what it collects at the root, with the same MNIST."""
     env = {"MNIST_DATA_DIR": data_dir}

@@ -60,7 +60,7 @@ def test_mnist_statistics_match_the_constants(mnist_train):
 
 # ---------------------------------------------------------------- augmentation
 
-@pytest.mark.parametrize("kinds", [[k] for k in data.AUGMENTATIONS] + [list(data.AUGMENTATIONS)])
+@pytest.mark.parametrize("kinds", [[k] for k in data.IMAGE_AUGMENTATIONS] + [list(data.IMAGE_AUGMENTATIONS)])
 def test_augmentation_keeps_shape_dtype_range(kinds, mnist_train):
     x = mnist_train[0][:64].float() / 255
     out = data.augment(x, kinds, STRENGTHS)
@@ -69,7 +69,7 @@ def test_augmentation_keeps_shape_dtype_range(kinds, mnist_train):
     assert not torch.equal(out, x)
 
 
-@pytest.mark.parametrize("kinds", [[k] for k in data.AUGMENTATIONS])
+@pytest.mark.parametrize("kinds", [[k] for k in data.IMAGE_AUGMENTATIONS])
 def test_augmentation_differs_per_sample(kinds, mnist_train):
     """64 copies of one image come out as different images: the random parameters are per sample."""
     torch.manual_seed(0)
@@ -111,3 +111,29 @@ def test_labels_outside_0_to_9_are_refused(tmp_path, data_dir):
     (raw / os.path.basename(labels)).write_bytes(bytes(damaged))
     with pytest.raises(cli.UserError, match=r"has labels outside 0-9 \(up to 10\): delete it to download afresh"):
         data.load_mnist(str(tmp_path), "test", "cpu")
+
+
+def test_printed_digits_are_framed_as_mnists_and_reproducible():
+    images, labels = data.printed_digits(8)
+    assert images.shape == (80, 1, 28, 28) and images.dtype == torch.uint8
+    assert torch.equal(labels, torch.arange(10).repeat_interleave(8))
+    again, _ = data.printed_digits(8)
+    assert torch.equal(images, again)  # its own generator: the same digits each run
+    rows = (images[:, 0] > 0).any(2)
+    heights = rows.float().sum(1)
+    assert heights.max() <= 22 and heights.min() >= 12  # a 20-pixel box, strokes evened
+
+
+def test_printed_digits_leave_the_training_rng_alone():
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    data.printed_digits(2)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_with_printed_appends_after_the_given_images(mnist_train):
+    images, labels = mnist_train[0][:100], mnist_train[1][:100]
+    strengths = dict(STRENGTHS, printed_per_digit=4, printed_repeats=2)
+    more, more_labels = data.with_printed(images, labels, strengths)
+    assert len(more) == 100 + 2 * 40 and torch.equal(more[:100], images) and torch.equal(more[100:140], more[140:])
+    assert torch.equal(more_labels[:100], labels)

@@ -164,7 +164,7 @@ def short_run(seed, images, labels):
     """What train.main does, on 1,024 images: seed, build, train."""
     torch.manual_seed(seed)
     model = build_model("fastnet").to(memory_format=torch.channels_last)
-    train.train(model, images[:1024], labels[:1024], train.recipe("fastnet", augment=list(data.AUGMENTATIONS)), 1,
+    train.train(model, images[:1024], labels[:1024], train.recipe("fastnet", augment=list(data.IMAGE_AUGMENTATIONS)), 1,
                 **QUIET)
     return model.state_dict()
 

@@ -1,0 +1,375 @@
+"""Digits that are not MNIST's own files, to measure predict.py on: generated reproducibly, then scored.
+
+    python eval_sets.py --out evalsets                        # write the sets (seed 0; 8 minutes, 250 MB)
+    python eval_sets.py --out evalsets --checkpoint CK.pth    # ... and score a checkpoint on each
+    python predict.py CK.pth --evaluate evalsets/photo        # or one set, with its confusion matrix
+
+Sets (each image in <set>/<label>/, as predict.py --evaluate DIR reads them):
+  photo        2,400 photo-like JPEGs: MNIST *test* digits and font digits as ink on paper (white,
+               grey, tinted or lined), at varied scale, position and rotation, with thin pen to thick
+               marker, lighting gradients, vignetting, soft shadows, blur, sensor noise and JPEG
+  fonts        each digit of every installed TrueType/OpenType font whose digits are digits (not
+               pictures, not boxed: see digit_fonts), at varied size and position, dark on white
+  handwriting  scikit-learn's 1,797 UCI handwritten digits (43 writers, not MNIST's), as the 8x8
+               images they are stored as; left out when scikit-learn is not installed
+  mnist_png    the 10,000 MNIST test digits as PNG files: reading from a file must not cost accuracy
+  nondigits    letters that look like no digit, shapes, and blank paper with a shadow, photographed
+               like the digits (no label: they measure the low-confidence flag)
+"""
+import glob
+import io
+import math
+import os
+
+import numpy as np
+
+import cli
+
+PHOTOS = 2400
+NONDIGIT_LETTERS = "ACEFHKMNPRUVWXYacdefhkmnprtuvwxy"  # letters no one would take for a digit
+SHAPES = ("square", "triangle", "star", "smiley", "cross", "heart", "arrow", "spiral")
+PAPERS = {"white": (246, 246, 242), "grey": (196, 196, 192), "cream": (245, 236, 200), "blue": (222, 232, 246),
+          "green": (226, 242, 222), "pink": (246, 226, 232)}
+INKS = {"black": (20, 20, 24), "blue": (28, 42, 140), "dark blue": (16, 24, 70), "red": (150, 24, 30),
+        "pencil": (90, 90, 96), "green": (20, 90, 40)}
+
+
+def build_parser():
+    p = cli.parser(__doc__)
+    p.add_argument("--out", required=True, metavar="DIR", help="a new folder for the sets (about 250 MB)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same images")
+    p.add_argument("--photos", type=int, default=PHOTOS, metavar="N", help="how many photo-like images")
+    p.add_argument("--checkpoint", help="score this model_mnist_*.pth on every set once they are written")
+    cli.add_data_dir(p, "MNIST root (the test digits)")
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    cli.check_range("--photos", args.photos, 10, 100_000)
+    cli.check_range("--seed", args.seed, 0, 2**32 - 1)
+    return args
+
+
+# ---------------------------------------------------------------- fonts
+
+def digit_fonts():
+    """Every installed font file (.ttf, .otf, .ttc) whose ten digits are digits: all ten drawn, as distinct
+    glyphs, in a digit's proportions (clearly taller than wide: dingbat fonts put pictures there) and
+    not each inside a box (keyboard-key and inverted OCR fonts draw them so; a square 0 alone is fine)."""
+    from PIL import ImageFont
+
+    found = []
+    for path in sorted(set(glob.glob("/usr/share/fonts/**/*.[ot]t[fc]", recursive=True) +
+                           glob.glob(os.path.expanduser("~/.fonts/**/*.[ot]t[fc]"), recursive=True))):
+        try:
+            font = ImageFont.truetype(path, 48)
+            masks = [font.getmask(c) for c in "0123456789\U0010fffd"]
+        except OSError:
+            continue
+        glyphs = [crop(np.asarray(m, np.float32).reshape(m.size[1], m.size[0]) / 255) if m.size[0] * m.size[1] else
+                  np.zeros((0, 0), np.float32) for m in masks]
+        if (len({g.tobytes() for g in glyphs}) == 11 and all(g.size and g.max() > 0.25 for g in glyphs[:10]) and
+                np.median([g.shape[0] / g.shape[1] for g in glyphs[:10]]) >= 1.15 and
+                sum(framed(g) for g in glyphs[:10]) < 5):
+            found.append(path)
+    return found
+
+
+def framed(glyph):
+    """Whether the glyph has a box drawn round it: its four sides (one pixel in, past the antialiasing) ink."""
+    if min(glyph.shape) <= 4:
+        return False
+    return all((side > 0.5).mean() > 0.7 for side in (glyph[1], glyph[-2], glyph[:, 1], glyph[:, -2]))
+
+
+def glyph(font_path, text, height, rng):
+    """The text's ink as a float mask (h, w) in [0, 1], about `height` pixels tall."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(font_path, max(8, int(height * 1.35)))
+    left, top, right, bottom = font.getbbox(text)
+    img = Image.new("L", (right - left + 8, bottom - top + 8), 0)
+    ImageDraw.Draw(img).text((4 - left, 4 - top), text, fill=255, font=font)
+    return crop(np.asarray(img, dtype=np.float32) / 255)
+
+
+def crop(mask):
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    return mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] if len(rows) else mask
+
+
+# ---------------------------------------------------------------- photo-like compositing
+
+def resized(mask, height, rng):
+    """The mask scaled to `height` pixels tall (smoothly), its strokes made thinner or thicker (thin pen to
+    thick marker) and rotated up to 12 degrees."""
+    from PIL import Image, ImageFilter
+
+    img = Image.fromarray((mask * 255).astype(np.uint8))
+    width = max(1, round(mask.shape[1] * height / mask.shape[0]))
+    img = img.resize((width, height), Image.BICUBIC)
+    stroke = rng.choice(["thin", "as is", "as is", "thick"])
+    size = max(3, (height // 40) * 2 + 1)
+    if stroke == "thin":
+        img = img.filter(ImageFilter.MinFilter(size))
+    elif stroke == "thick":
+        img = img.filter(ImageFilter.MaxFilter(size))
+    img = img.rotate(rng.uniform(-12, 12), Image.BICUBIC, expand=True)
+    return crop(np.asarray(img, dtype=np.float32) / 255)
+
+
+def paper(h, w, rng):
+    """A sheet (h, w, 3) in [0, 1]: a paper colour, faint texture, and ruled lines on a third of them."""
+    colour = np.array(PAPERS[rng.choice(list(PAPERS))], dtype=np.float32) / 255
+    sheet = np.ones((h, w, 3), np.float32) * colour
+    texture = rng.normal(0, 0.015, (h // 8 + 1, w // 8 + 1)).repeat(8, 0).repeat(8, 1)[:h, :w]
+    sheet *= (1 + texture)[..., None]
+    if rng.random() < 0.33:
+        gap = int(h * rng.uniform(0.06, 0.12))
+        line = np.array([150, 175, 225], np.float32) / 255
+        for y in range(int(rng.integers(0, gap)), h, gap):
+            sheet[y:y + max(1, h // 400)] = line
+    return sheet
+
+
+def lighting(h, w, rng):
+    """A multiplicative light field (h, w): a gradient, vignetting and, on most, a soft shadow."""
+    from PIL import Image, ImageFilter
+
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys, xs = ys / h - 0.5, xs / w - 0.5
+    angle = rng.uniform(0, 2 * math.pi)
+    light = 1 - rng.uniform(0, 0.45) * (0.5 + math.cos(angle) * xs + math.sin(angle) * ys)
+    light *= 1 - rng.uniform(0, 0.35) * (xs ** 2 + ys ** 2) * 2
+    if rng.random() < 0.7:  # a soft shadow: a hand, a phone, the photographer
+        shadow = Image.new("L", (w, h), 0)
+        cx, cy = rng.uniform(-0.2, 1.2) * w, rng.uniform(-0.2, 1.2) * h
+        r = rng.uniform(0.3, 0.9) * max(h, w)
+        from PIL import ImageDraw
+        if rng.random() < 0.5:
+            ImageDraw.Draw(shadow).ellipse((cx - r, cy - r * 0.6, cx + r, cy + r * 0.6), fill=255)
+        else:
+            a = rng.uniform(0, 2 * math.pi)
+            far = 3 * max(h, w)
+            ImageDraw.Draw(shadow).polygon([(cx + far * math.cos(a + t), cy + far * math.sin(a + t))
+                                            for t in (-1.6, 0, 1.6)] + [(cx, cy)], fill=255)
+        shadow = shadow.filter(ImageFilter.GaussianBlur(rng.uniform(0.01, 0.08) * max(h, w)))
+        light *= 1 - rng.uniform(0.25, 0.6) * np.asarray(shadow, np.float32) / 255
+    return light
+
+
+def photograph(mask, rng, size=None):
+    """A JPEG (bytes) of `mask` as ink on paper, photographed with all that goes with it."""
+    from PIL import Image, ImageFilter
+
+    w = size or int(rng.integers(320, 1600))
+    h = int(w * rng.uniform(0.6, 1.0))
+    h, w = (w, h) if rng.random() < 0.5 else (h, w)
+    sheet = paper(h, w, rng)
+    if mask is not None:
+        digit = resized(mask, max(12, int(min(h, w) * rng.uniform(0.12, 0.6))), rng)
+        dh, dw = digit.shape
+        dh, dw = min(dh, h - 2), min(dw, w - 2)
+        top, left = int(rng.integers(1, h - dh)), int(rng.integers(1, w - dw))
+        alpha = digit[:dh, :dw, None] * rng.uniform(0.65, 1.0)
+        ink = np.array(INKS[rng.choice(list(INKS))], np.float32) / 255
+        region = sheet[top:top + dh, left:left + dw]
+        sheet[top:top + dh, left:left + dw] = region * (1 - alpha) + ink * alpha
+    sheet *= lighting(h, w, rng)[..., None]
+    img = Image.fromarray((sheet.clip(0, 1) * 255).astype(np.uint8))
+    img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.6) * max(1, min(h, w) / 500)))
+    noisy = np.asarray(img, np.float32) + rng.normal(0, rng.uniform(0, 10), (h, w, 3))
+    buf = io.BytesIO()
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=int(rng.integers(40, 95)))
+    return buf.getvalue()
+
+
+def shape(kind, rng):
+    """A drawn shape's ink as a float mask, about 200 pixels tall."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (220, 220), 0)
+    d, width = ImageDraw.Draw(img), int(rng.integers(6, 18))
+    if kind == "square":
+        d.rectangle((30, 30, 190, 190), outline=255, width=width)
+    elif kind == "triangle":
+        d.polygon([(110, 20), (200, 190), (20, 190)], outline=255, width=width)
+    elif kind == "star":
+        points = [(110 + 95 * math.cos(math.pi / 2 + i * 4 * math.pi / 5), 110 - 95 * math.sin(math.pi / 2 + i * 4 *
+                                                                                                 math.pi / 5))
+                  for i in range(5)]
+        d.line(points + [points[0]], fill=255, width=width)
+    elif kind == "smiley":
+        d.ellipse((20, 20, 200, 200), outline=255, width=width)
+        d.ellipse((70, 70, 90, 95), fill=255)
+        d.ellipse((130, 70, 150, 95), fill=255)
+        d.arc((60, 80, 160, 165), 20, 160, fill=255, width=width)
+    elif kind == "cross":
+        d.line((40, 40, 180, 180), fill=255, width=width)
+        d.line((180, 40, 40, 180), fill=255, width=width)
+    elif kind == "heart":
+        d.ellipse((25, 40, 115, 120), outline=255, width=width)
+        d.ellipse((105, 40, 195, 120), outline=255, width=width)
+        d.line([(32, 100), (110, 195), (188, 100)], fill=255, width=width)
+    elif kind == "arrow":
+        d.line((20, 110, 190, 110), fill=255, width=width)
+        d.line([(140, 60), (195, 110), (140, 160)], fill=255, width=width)
+    else:  # spiral
+        points = [(110 + t * 3 * math.cos(t / 4), 110 + t * 3 * math.sin(t / 4)) for t in range(0, 34)]
+        d.line(points, fill=255, width=width)
+    return crop(np.asarray(img, np.float32) / 255)
+
+
+# ---------------------------------------------------------------- writing the sets
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def png(array_uint8):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array_uint8).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def write_sets(out, seed, photos, data_dir):
+    """Write every set under `out`; returns {set name: number of images}."""
+    from data import load_mnist
+
+    rng = np.random.default_rng(seed)
+    counts = {}
+    test_x, test_y = load_mnist(data_dir, "test", "cpu")
+    fonts = digit_fonts()
+    if not fonts:
+        raise cli.UserError("no TrueType/OpenType font with digits is installed: install a font package "
+                            "(e.g. apt-get install fonts-dejavu-core)")
+
+    for i, label in enumerate(test_y.tolist()):
+        write(os.path.join(out, "mnist_png", str(label), f"{i:05d}.png"), png(test_x[i, 0].numpy()))
+    counts["mnist_png"] = len(test_y)
+
+    picks = rng.permutation(len(test_y))
+    for i in range(photos):
+        if i % 2 == 0:  # half MNIST test digits, half font digits
+            index = int(picks[i // 2])
+            label, mask = int(test_y[index]), test_x[index, 0].numpy().astype(np.float32) / 255
+        else:
+            label = int(rng.integers(0, 10))
+            mask = glyph(fonts[int(rng.integers(len(fonts)))], str(label), 160, rng)
+        write(os.path.join(out, "photo", str(label), f"{i:05d}.jpg"), photograph(mask, rng))
+    counts["photo"] = photos
+
+    n = 0
+    for f, path in enumerate(fonts):
+        for label in range(10):
+            size = int(rng.integers(16, 160))
+            mask = glyph(path, str(label), size, rng)
+            h, w = mask.shape
+            canvas = np.zeros((h + int(rng.integers(4, 3 * h)), w + int(rng.integers(4, 3 * h))), np.float32)
+            top, left = int(rng.integers(0, canvas.shape[0] - h + 1)), int(rng.integers(0, canvas.shape[1] - w + 1))
+            canvas[top:top + h, left:left + w] = mask
+            write(os.path.join(out, "fonts", str(label), f"{f:04d}_{os.path.basename(path)}.png"),
+                  png(((1 - canvas) * 255).astype(np.uint8)))
+            n += 1
+    counts["fonts"] = n
+
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        print("handwriting: left out (pip install scikit-learn to include it)")
+    else:
+        digits = load_digits()
+        for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+            write(os.path.join(out, "handwriting", str(label), f"{i:04d}.png"),
+                  png((image / 16 * 255).round().astype(np.uint8)))
+        counts["handwriting"] = len(digits.target)
+
+    n = 0
+    for letter in NONDIGIT_LETTERS:
+        for k in range(3):
+            mask = glyph(fonts[int(rng.integers(len(fonts)))], letter, 160, rng)
+            write(os.path.join(out, "nondigits", f"letter_{letter}_{k}.jpg"), photograph(mask, rng))
+            n += 1
+    for kind in SHAPES:
+        for k in range(6):
+            write(os.path.join(out, "nondigits", f"shape_{kind}_{k}.jpg"), photograph(shape(kind, rng), rng))
+            n += 1
+    for k in range(24):
+        write(os.path.join(out, "nondigits", f"blank_{k}.jpg"), photograph(None, rng))
+        n += 1
+    counts["nondigits"] = n
+    return counts
+
+
+# ---------------------------------------------------------------- scoring
+
+def answers(model, paths):
+    """(top probability, predicted digit) for each image, (0, -1) where no digit was found."""
+    import torch
+
+    from inference import probabilities
+    from preprocess import prepare
+
+    digits, found = [], []
+    for path in paths:
+        with open(path, "rb") as f:
+            try:
+                digits.append(prepare(f.read(), path))
+                found.append(True)
+            except cli.UserError:
+                found.append(False)
+    top = torch.zeros(len(paths))
+    preds = torch.full((len(paths),), -1)
+    if digits:
+        probs = probabilities(model, torch.stack(digits))
+        top[torch.tensor(found)], preds[torch.tensor(found)] = probs.max(1)
+    return top, preds
+
+
+def score(checkpoint, out):
+    """Accuracy and low-confidence flags of a checkpoint on every set under `out`, as a table."""
+    import torch
+
+    from checkpoint import load_checkpoint
+    from inference import LOW_CONFIDENCE
+    from predict import labelled_images
+
+    model, _ = load_checkpoint(checkpoint)
+    print(f"\n{'set':12s} {'images':>7s} {'accuracy':>9s} {'flagged low confidence':>23s} {'no digit found':>15s}")
+    for name in ("mnist_png", "photo", "fonts", "handwriting"):
+        items, _ = labelled_images(os.path.join(out, name))
+        if not items:
+            continue
+        top, preds = answers(model, [p for p, _ in items])
+        labels = torch.tensor([label for _, label in items])
+        flagged = (top < LOW_CONFIDENCE) & (preds >= 0)
+        print(f"{name:12s} {len(items):7,d} {100 * (preds == labels).float().mean():8.2f}% "
+              f"{100 * flagged.float().mean():22.2f}% {int((preds < 0).sum()):15d}")
+    paths = sorted(glob.glob(os.path.join(out, "nondigits", "*")))
+    top, preds = answers(model, paths)
+    kinds = [os.path.basename(p).split("_")[0] for p in paths]
+    for kind in sorted(set(kinds)):
+        pick = torch.tensor([k == kind for k in kinds])
+        caught = ((top[pick] < LOW_CONFIDENCE) | (preds[pick] < 0)).float().mean()
+        print(f"non-digits, {kind + 's':9s} {int(pick.sum()):3d} images: {100 * caught:.1f}% flagged low confidence "
+              f"or no digit found")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        raise cli.UserError(f"--out {args.out!r} is not empty: give a new folder (the sets are written afresh)")
+    cli.check_out_dir(args.out, "--out", need_bytes=300_000_000)
+    counts = write_sets(args.out, args.seed, args.photos, args.data_dir)
+    print("wrote " + ", ".join(f"{name} {n:,}" for name, n in counts.items()) + f" images under {args.out}")
+    if args.checkpoint:
+        score(args.checkpoint, args.out)
+
+
+if __name__ == "__main__":
+    cli.run_cli(main)

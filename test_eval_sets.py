@@ -1,0 +1,61 @@
+"""eval_sets.py: the evaluation sets are generated as described, reproducibly, and scored."""
+import os
+
+import numpy as np
+import pytest
+
+import eval_sets
+
+
+def test_a_photograph_is_a_jpeg_of_ink_on_paper():
+    from PIL import Image
+    import io
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((28, 20), np.float32)
+    mask[4:24, 8:12] = 1  # a "1"
+    img = Image.open(io.BytesIO(eval_sets.photograph(mask, rng, size=400)))
+    assert img.format == "JPEG" and 400 in img.size
+    gray = np.asarray(img.convert("L"), np.float32)
+    assert gray.min() < 0.6 * np.median(gray)  # some ink, darker than the paper
+
+
+def test_the_same_seed_gives_the_same_images():
+    mask = np.ones((20, 10), np.float32)
+    a = eval_sets.photograph(mask, np.random.default_rng(5))
+    b = eval_sets.photograph(mask, np.random.default_rng(5))
+    assert a == b and a != eval_sets.photograph(mask, np.random.default_rng(6))
+
+
+def test_boxed_glyphs_are_told_apart():
+    glyph = np.zeros((30, 20), np.float32)
+    glyph[5:25, 8:12] = 1
+    assert not eval_sets.framed(glyph)
+    boxed = glyph.copy()
+    boxed[[1, -2], :] = boxed[:, [1, -2]] = 1
+    assert eval_sets.framed(boxed)
+
+
+def test_installed_digit_fonts_draw_digits():
+    fonts = eval_sets.digit_fonts()
+    if not fonts:
+        pytest.skip("no TrueType/OpenType font installed (apt-get install fonts-dejavu-core)")
+    glyph = eval_sets.glyph(fonts[0], "7", 60, np.random.default_rng(0))
+    assert 40 <= glyph.shape[0] <= 90 and glyph.max() > 0.9
+
+
+@pytest.mark.slow
+def test_sets_are_written_and_scored(trained, tmp_path, data_dir, script):
+    if not eval_sets.digit_fonts():
+        pytest.skip("no TrueType/OpenType font installed (apt-get install fonts-dejavu-core)")
+    out = tmp_path / "sets"
+    result = script("eval_sets.py", "--out", out, "--photos", 40, "--checkpoint", trained.pth, "--data-dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    photo_dirs = os.listdir(out / "photo")
+    assert set(photo_dirs) <= set("0123456789")  # labelled by folder, as --evaluate reads them
+    assert sum(len(os.listdir(out / "photo" / d)) for d in photo_dirs) == 40
+    assert sum(len(f) for _, _, f in os.walk(out / "mnist_png")) == 10_000
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line[:1].isalpha()}
+    assert float(rows["mnist_png"][2].rstrip("%")) >= 99.0
+    assert float(rows["photo"][2].rstrip("%")) >= 80.0
+    assert "non-digits, letters" in result.stdout

@@ -1,0 +1,304 @@
+"""preprocess.py: photos, scans and drawings of a digit become the 28x28 digit MNIST would have.
+
+Each capture condition is generated here from MNIST test digits, one condition at a time, on small
+images so that the suite stays quick; what comes out is compared with the same digit read cleanly,
+and classified by the session's trained model. eval_sets.py measures all conditions together.
+"""
+import io
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cli
+import preprocess
+from inference import probabilities
+
+N = 16  # digits per condition
+
+
+def scene(digit, size=(240, 320), height=0.5, centre=(0.5, 0.5), paper=0.95, ink=0.1, stroke=0, angle=0.0,
+          light=None, lines=False, blur=0.0, noise=0.0, jpeg=None, invert=False):
+    """An MNIST digit (1, 28, 28) uint8 drawn as ink on paper in an image of `size` (h, w): its height a
+    share of the image's, placed at `centre`, thinner (stroke < 0) or bolder (> 0), rotated `angle`
+    degrees, under `light` (an (h, w) factor), on ruled paper, then blurred, noisy and JPEG'd. Returns
+    the encoded image (PNG, or JPEG at quality `jpeg`)."""
+    from PIL import Image
+
+    h, w = size
+    mask = digit[0].float()[None, None] / 255
+    rows, cols = (mask[0, 0] > 0.1).any(1).nonzero(), (mask[0, 0] > 0.1).any(0).nonzero()
+    mask = mask[..., rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    target = max(8, int(h * height))
+    mask = F.interpolate(mask, size=(target, max(1, round(mask.shape[-1] * target / mask.shape[-2]))),
+                         mode="bilinear", align_corners=False)
+    for _ in range(abs(stroke)):
+        mask = F.max_pool2d(mask, 3, 1, 1) if stroke > 0 else -F.max_pool2d(-mask, 3, 1, 1)
+    if angle:
+        a = math.radians(angle)
+        theta = torch.tensor([[[math.cos(a), math.sin(a), 0.0], [-math.sin(a), math.cos(a), 0.0]]])
+        mask = F.pad(mask, (8, 8, 8, 8))
+        mask = F.grid_sample(mask, F.affine_grid(theta, mask.shape, align_corners=False), align_corners=False)
+    mh, mw = mask.shape[-2:]
+    top = int(min(max(0, centre[0] * h - mh / 2), h - mh))
+    left = int(min(max(0, centre[1] * w - mw / 2), w - mw))
+    canvas = torch.full((h, w), paper)
+    if lines:
+        canvas[h % 23::23] = paper * 0.8
+    alpha = torch.zeros(h, w)
+    alpha[top:top + mh, left:left + mw] = mask[0, 0].clamp(0, 1)
+    image = canvas * (1 - alpha) + ink * alpha
+    if light is not None:
+        image = image * light
+    if blur:
+        k = int(blur * 3) * 2 + 1
+        g = torch.exp(-((torch.arange(k) - k // 2) ** 2) / (2 * blur ** 2))
+        g = (g / g.sum())[None, None]
+        image = F.conv2d(F.conv2d(F.pad(image[None, None], (k // 2,) * 4, mode="replicate"), g[..., None, :]),
+                         g[..., :, None])[0, 0]
+    if noise:
+        image = image + noise * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    if invert:
+        image = 1 - image
+    img = Image.fromarray((image.clamp(0, 1) * 255).round().byte().numpy())
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=jpeg) if jpeg else img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def ramp(h, w, strength, angle_deg=30):
+    ys, xs = torch.meshgrid(torch.linspace(-0.5, 0.5, h), torch.linspace(-0.5, 0.5, w), indexing="ij")
+    a = math.radians(angle_deg)
+    return 1 - strength * (0.5 + xs * math.cos(a) + ys * math.sin(a))
+
+
+def vignette(h, w, strength):
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    return 1 - strength * (xs ** 2 + ys ** 2) / 2
+
+
+def soft_shadow(h, w, depth, edge=0.06):
+    """A shadow over the left part of the image with a soft, curved edge."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    boundary = 0.3 + 0.15 * torch.sin(ys * 3)
+    return 1 - depth * torch.sigmoid((boundary - xs) / edge)
+
+
+CONDITIONS = {
+    "clean drawing": {},
+    "gradient": {"light": ramp(240, 320, 0.6)},
+    "vignetting": {"light": vignette(240, 320, 0.5)},
+    "soft shadow": {"light": soft_shadow(240, 320, 0.55)},
+    "grey paper": {"paper": 0.6, "ink": 0.05},
+    "lined paper": {"lines": True},
+    "blur": {"blur": 2.0},
+    "jpeg": {"jpeg": 25},
+    "sensor noise": {"noise": 0.06},
+    "small and off-centre": {"size": (480, 640), "height": 0.12, "centre": (0.25, 0.8)},
+    "slight rotation": {"angle": 10.0},
+    "thin pen": {"height": 0.7, "stroke": -2},
+    "thick marker": {"stroke": 4},
+    "faint pencil": {"ink": 0.75, "noise": 0.01},
+    "white on dark": {"invert": True},
+    "everything at once": {"light": soft_shadow(240, 320, 0.4) * ramp(240, 320, 0.3), "lines": True, "blur": 1.0,
+                           "noise": 0.03, "jpeg": 60, "paper": 0.85},
+}
+
+
+def agreement(a, b):
+    """Correlation of two 28x28 digits' pixels, at the best shift of up to a pixel each way (centring by
+    mass rounds to whole pixels, so a hair's difference in mass can move a digit by one)."""
+    b = b.float()[0]
+    a = F.pad(a.float()[0], (1, 1, 1, 1))
+    best = -1.0
+    for dy in range(3):
+        for dx in range(3):
+            x, y = a[dy:dy + 28, dx:dx + 28].flatten(), b.flatten()
+            x, y = x - x.mean(), y - y.mean()
+            best = max(best, float((x * y).sum() / (x.norm() * y.norm()).clamp_min(1e-6)))
+    return best
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_capture_condition(condition, trained, mnist_test):
+    """Under each condition the digit comes out as it does from a clean drawing (pixel correlation
+    >= 0.7 for most digits), and the trained model still reads it."""
+    images, labels = mnist_test[0][:N], mnist_test[1][:N]
+    clean = torch.stack([preprocess.prepare(scene(d)) for d in images])
+    prepared = torch.stack([preprocess.prepare(scene(d, **CONDITIONS[condition])) for d in images])
+    close = sum(agreement(a, b) >= 0.7 for a, b in zip(prepared, clean))
+    acc = 100 * (probabilities(trained.model, prepared).argmax(1) == labels).float().mean().item()
+    print(f"{condition}: {close} of {N} like the clean reading, accuracy {acc:.1f}%")
+    assert close >= 0.8 * N
+    assert acc >= 87.5
+
+
+def test_mnist_digit_read_back_unchanged(mnist_test):
+    """MNIST's own digits (white on black, already framed) come back pixel for pixel, but for the few
+    whose strokes are evened (about 1.5%, the boldest), and none is lost in part."""
+    from PIL import Image
+
+    agreements = []
+    for digit in mnist_test[0][:200]:
+        buf = io.BytesIO()
+        Image.fromarray(digit[0].numpy()).save(buf, "PNG")
+        agreements.append(agreement(preprocess.prepare(buf.getvalue()), digit))
+    assert sum(a > 0.95 for a in agreements) >= 0.95 * len(agreements)
+    assert min(agreements) > 0.6
+
+
+def test_framing_is_mnists(mnist_test):
+    """Longest side at most 20 pixels (give or take the stroke evening), centre of mass at the centre."""
+    out = preprocess.prepare(scene(mnist_test[0][0], size=(300, 200)))[0].float() / 255
+    rows, cols = out.sum(1).nonzero().flatten(), out.sum(0).nonzero().flatten()
+    assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 22
+    ys = torch.arange(28.0)
+    com = ((out.sum(1) * ys).sum() / out.sum(), (out.sum(0) * ys).sum() / out.sum())
+    assert abs(com[0] - 14) <= 1 and abs(com[1] - 14) <= 1
+
+
+def test_a_large_photo_is_read_at_work_size(mnist_test):
+    """A 4000x3000 JPEG is decoded and processed at WORK_SIZE pixels a side, and still read right."""
+    data = scene(mnist_test[0][0], size=(3000, 4000), height=0.3, jpeg=85)
+    gray = preprocess.read_image(data)
+    assert max(gray.shape) == preprocess.WORK_SIZE
+    assert agreement(preprocess.to_mnist(gray), preprocess.prepare(scene(mnist_test[0][0]))) > 0.7
+
+
+def test_transparent_drawing_is_ink_on_paper():
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (100, 100), (0, 0, 0, 0))
+    ImageDraw.Draw(img).line([(50, 15), (50, 85)], fill=(0, 0, 0, 255), width=8)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    out = preprocess.prepare(buf.getvalue())
+    assert out.max() == 255 and out[0, :, :3].sum() == 0  # white stroke, black margins
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "1", "P", "LA", "CMYK"])
+def test_every_image_mode(mode, mnist_test):
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(scene(mnist_test[0][0]))).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "TIFF" if mode in ("I;16", "I", "F", "CMYK") else "PNG")
+    assert agreement(preprocess.prepare(buf.getvalue()), preprocess.prepare(scene(mnist_test[0][0]))) > 0.8
+
+
+def textured_paper(h, w, grain):
+    """Paper with a blotchy texture at an 8-pixel scale and fine noise, in shadow: no ink at all."""
+    g = torch.Generator().manual_seed(2)
+    blotches = torch.randn(h // 8 + 1, w // 8 + 1, generator=g).repeat_interleave(8, 0).repeat_interleave(8, 1)
+    return (0.9 + grain * blotches[:h, :w] + 0.01 * torch.randn(h, w, generator=g)) * soft_shadow(h, w, 0.3)
+
+
+@pytest.mark.parametrize("blank", ["white", "shadow only", "noise only", "textured paper"])
+def test_no_digit_is_one_clear_error(blank):
+    from PIL import Image
+
+    h, w = 240, 320
+    image = {"white": torch.ones(h, w), "shadow only": 0.95 * soft_shadow(h, w, 0.5),
+             "noise only": (0.9 + 0.02 * torch.randn(h, w, generator=torch.Generator().manual_seed(1))),
+             "textured paper": textured_paper(h, w, 0.05)}[blank]
+    buf = io.BytesIO()
+    Image.fromarray((image.clamp(0, 1) * 255).byte().numpy()).save(buf, "PNG")
+    with pytest.raises(cli.UserError, match="no digit found"):
+        preprocess.prepare(buf.getvalue(), "blank.png")
+
+
+def test_components_match_a_flood_fill():
+    """The max-pooling component labelling agrees with a plain 8-connected flood fill."""
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        mask = torch.rand(23, 31, generator=g) > 0.55
+        labels = preprocess.components(mask)
+        seen, expected = set(), []
+        for start in map(tuple, mask.nonzero().tolist()):
+            if start in seen:
+                continue
+            group, todo = set(), [start]
+            while todo:
+                y, x = todo.pop()
+                if (y, x) in group or not (0 <= y < 23 and 0 <= x < 31) or not mask[y, x]:
+                    continue
+                group.add((y, x))
+                todo += [(y + dy, x + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            seen |= group
+            expected.append(group)
+        assert len(labels[mask].unique()) == len(expected)
+        for group in expected:
+            assert len({int(labels[p]) for p in group}) == 1
+
+
+def test_ruled_lines_go_and_a_single_bar_stays():
+    ink = torch.zeros(100, 200)
+    ink[20::20] = 0.3  # four rules
+    ink[40:60, 90:95] = 0.9  # a stroke crossing one
+    cleaned = preprocess.without_rules(ink)
+    assert cleaned[20::20, :80].max() == 0 and cleaned[45, 92] > 0.5
+    bar = torch.zeros(100, 200)
+    bar[30, :] = 0.8  # one bar alone: a 7's, kept
+    assert torch.equal(preprocess.without_rules(bar), bar)
+
+
+# ---------------------------------------------------------------- fuzzing
+
+def image_bytes(mode, size, fmt, seed):
+    """A random image of `mode` and `size` saved as `fmt`."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    bands = {"1": 1, "L": 1, "LA": 2, "P": 1, "I;16": 1, "I": 1, "F": 1, "RGB": 3, "RGBA": 4, "CMYK": 4}[mode]
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}.get(mode, np.uint8)
+    pixels = rng.integers(0, 255, (size[1], size[0], bands)).astype(dtype).squeeze(-1 if bands == 1 else ())
+    img = Image.fromarray(pixels, mode) if bands > 1 else Image.fromarray(pixels).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+FORMATS_BY_MODE = {"PNG": ["1", "L", "LA", "P", "I;16", "RGB", "RGBA"], "TIFF": ["1", "L", "I;16", "I", "F", "RGB",
+                   "RGBA", "CMYK"], "JPEG": ["L", "RGB", "CMYK"], "BMP": ["1", "L", "P", "RGB"], "GIF": ["L", "P"],
+                   "WEBP": ["RGB", "RGBA"]}
+images = st.sampled_from(sorted((f, m) for f, ms in FORMATS_BY_MODE.items() for m in ms)).flatmap(
+    lambda fm: st.builds(image_bytes, st.just(fm[1]), st.tuples(st.integers(1, 80), st.integers(1, 80)),
+                         st.just(fm[0]), st.integers(0, 2**32)))
+
+
+def mutated(data):
+    """The image's bytes truncated, with bytes flipped, or with random bytes spliced in."""
+    return st.one_of(
+        st.integers(0, len(data)).map(lambda n: data[:n]),
+        st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), min_size=1, max_size=8).map(
+            lambda edits: bytes(v if i not in dict(edits) else dict(edits)[i] for i, v in enumerate(data))),
+        st.tuples(st.integers(0, len(data)), st.binary(min_size=1, max_size=32)).map(
+            lambda cut: data[:cut[0]] + cut[1] + data[cut[0]:]),
+    )
+
+
+@pytest.mark.parametrize("examples", [pytest.param(100, id="quick"),
+                                      pytest.param(5000, id="long", marks=pytest.mark.slow)])
+def test_fuzzed_image_files_give_a_digit_or_one_line(examples, tmp_path):
+    """Random images of every mode, size and format, whole, truncated, bit-flipped or spliced, and random
+    bytes: each becomes a 28x28 digit or a UserError, never another exception."""
+    path = str(tmp_path / "fuzzed")
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                           HealthCheck.data_too_large])
+    @given(st.one_of(images, images.flatmap(mutated), st.binary(max_size=256)))
+    def check(data):
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            digit = preprocess.prepare(open(path, 'rb').read(), path)
+        except cli.UserError as e:
+            assert "\n" not in str(e)
+        else:
+            assert digit.shape == (1, 28, 28) and digit.dtype == torch.uint8
+
+    check()
