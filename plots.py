@@ -54,13 +54,18 @@ def image_grid(images, titles, path, cols=8):
     save(fig, path)
 
 
-def save_digit(digit_uint8, path):
-    """A (1, 28, 28) uint8 digit as a 28x28 grayscale PNG, exactly the pixels the model takes."""
+def digit_png(digit_uint8):
+    """A (1, 28, 28) uint8 digit as the bytes of a 28x28 grayscale PNG, exactly the pixels the model takes."""
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(digit_uint8[0].numpy()).save(buf, "PNG")
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_digit(digit_uint8, path):
+    """digit_png written to `path`, whole or not at all."""
+    atomic_write(path, digit_png(digit_uint8))
 
 
 def save_misses(originals, digits, titles, path, cols=4):

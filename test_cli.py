@@ -82,7 +82,7 @@ def test_atomic_write_leaves_nothing_when_interrupted(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- fuzzing every script's flags
 
-SCRIPTS = ("train", "predict", "export", "benchmark", "eval_sets")
+SCRIPTS = ("train", "predict", "export", "benchmark", "eval_sets", "serve")
 # What argv can hold: no NUL bytes, and no lone surrogates beyond the ones Python's own decoding makes.
 argv_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/\\"), max_size=12)
 values = st.one_of(

@@ -1,0 +1,178 @@
+"""Draw a digit in the browser, or upload a photo of one, and see what a trained checkpoint reads.
+
+    python serve.py model_mnist_<stamp>_acc<acc>.pth [--host 127.0.0.1] [--port 8000]
+
+Loads the model once and serves page.html (a canvas, a file input, the ten probabilities and the
+28x28 image the model saw) on http://HOST:PORT/. The page posts each drawing or file to /predict,
+which runs predict.py's own preprocessing and inference:
+
+    POST /predict   body: the image file's bytes (any format predict.py reads), at most 10 MB
+    200 {"digit": d, "probabilities": [10 floats], "low_confidence": bool, "input": "<28x28 PNG, base64>"}
+    400 / 411 / 413 / 404 {"error": "<one line>"}
+
+Binds to 127.0.0.1 (this machine only) unless --host says otherwise. Files on disk are never served by
+request path: the page is read once at start-up.
+"""
+import cli
+
+if __name__ == "__main__":
+    cli.exit_quietly_on_signals()
+
+import base64
+import http.server
+import json
+import os
+import socket
+import sys
+import threading
+
+import plots
+from checkpoint import load_checkpoint
+from inference import low_confidence, probabilities
+from model import MODELS
+from preprocess import prepare
+
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
+MAX_BODY = 10 * 1024 * 1024   # bytes: a 12-megapixel phone JPEG is 3-6 MB
+CLIENT_TIMEOUT = 10           # seconds a client may take to send its request before it is dropped
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def build_parser():
+    p = cli.parser(__doc__)
+    p.add_argument("checkpoint", help="a model_mnist_*.pth (its .json sidecar beside it)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; anything but 127.0.0.1, localhost or ::1 makes the page "
+                        "reachable from the network")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
+    p.add_argument("--model", metavar="NAME", help=f"variant, when the checkpoint has no sidecar: {', '.join(MODELS)}")
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    cli.check_range("--port", args.port, 0, 65535)
+    return args
+
+
+class Classifier:
+    """The model, loaded once, behind the same prepare -> probabilities path as predict.py. Requests run on
+    threads of their own; the forward passes take turns, so 50 requests at once do not each start a
+    full set of torch threads."""
+
+    def __init__(self, model):
+        self.model = model
+        self.lock = threading.Lock()
+
+    def __call__(self, data):
+        digit = prepare(data, "the uploaded image")  # a cli.UserError when it holds no digit
+        with self.lock:
+            probs = probabilities(self.model, digit[None])[0]
+        return {"digit": int(probs.argmax()), "probabilities": [round(float(p), 6) for p in probs],
+                "low_confidence": low_confidence(probs),
+                "input": base64.b64encode(plots.digit_png(digit)).decode("ascii")}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "mnist-serve"
+    timeout = CLIENT_TIMEOUT  # socket timeout: a slow or vanished client frees its thread
+
+    def do_GET(self):
+        if self.path.split("?")[0] in ("/", "/index.html"):
+            self.send(200, self.server.page, "text/html; charset=utf-8")
+        else:
+            self.send_json(404, {"error": f"no page at {self.path[:200]}: open / or POST an image to /predict"})
+
+    def do_POST(self):
+        if self.path != "/predict":
+            self.close_connection = True  # its body is left unread
+            return self.send_json(404, {"error": f"nothing to POST at {self.path[:200]}: POST images to /predict"})
+        length = self.headers.get("Content-Length")
+        if length is None or not length.strip().isdigit():
+            self.close_connection = True
+            return self.send_json(411, {"error": "send the image as the request body, with a Content-Length"})
+        length = int(length)
+        if length > MAX_BODY:
+            self.close_connection = True  # not read: the client may stop sending
+            return self.send_json(413, {"error": f"the image is {length:,} bytes; the limit is {MAX_BODY:,} "
+                                                 "(10 MB): send a smaller file"})
+        if length == 0:
+            return self.send_json(400, {"error": "the request body is empty: POST the image file's bytes"})
+        data = self.rfile.read(length)
+        if len(data) < length:
+            self.close_connection = True
+            return self.send_json(400, {"error": "the upload was cut short: send the whole file"})
+        try:
+            self.send_json(200, self.server.classify(data))
+        except cli.OneLineError as e:
+            self.send_json(400, {"error": str(e)})
+
+    def send_json(self, status, payload):
+        self.send(status, json.dumps(payload).encode(), "application/json")
+
+    def send(self, status, body, content_type):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
+                         "style-src 'unsafe-inline'; img-src data: blob:; connect-src 'self'")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        """One line per request on stderr, without the client's address."""
+        print(f"{self.log_date_time_string()} {format % args}", file=sys.stderr, flush=True)
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True  # a hung client never keeps the process alive after Ctrl-C
+    request_queue_size = 128  # socketserver's 5 would turn a burst of uploads away with connection resets
+    allow_reuse_address = os.name != "nt"  # on Windows it would let two servers share a port
+
+    def __init__(self, address, classify, page):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.classify, self.page = classify, page
+        super().__init__(address, Handler)
+
+    def handle_error(self, request, client_address):
+        """A request that failed in a way not answered above (the client hung up mid-reply): one line."""
+        print(f"a request failed: {cli.OneLineError(str(sys.exc_info()[1]))}", file=sys.stderr, flush=True)
+
+
+def start(args):
+    """The model loaded and the port bound; every start-up error is a one-line UserError."""
+    model, sidecar = load_checkpoint(args.checkpoint, args.model)
+    name = args.model or sidecar["model"]
+    with open(PAGE, "rb") as f:
+        page = f.read()
+    try:
+        return Server((args.host, args.port), Classifier(model), page), name
+    except socket.gaierror:
+        raise cli.UserError(f"--host {args.host!r} is not an address of this machine: try 127.0.0.1") from None
+    except OSError as e:
+        raise cli.UserError(f"cannot listen on {args.host} port {args.port} ({e.strerror}): "
+                            "pass a free --port (0 picks one)") from None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    server, name = start(args)
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {name} from {args.checkpoint} at http://{shown}:{port}/ (Ctrl-C stops it)", flush=True)
+    if args.host not in LOCAL_HOSTS:
+        print(f"warning: --host {args.host} makes the page reachable from the network, by anyone who can "
+              "reach this machine", flush=True)
+    with server:
+        try:
+            server.serve_forever()
+        except cli.Interrupted as e:  # Ctrl-C is how a server is meant to stop: not a failure
+            print(f"stopped ({e})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    cli.run_cli(main)

@@ -1,0 +1,296 @@
+"""serve.py: the API answered through predict.py's own path, every error JSON, a server that keeps serving;
+and the page in a real browser (slow; needs Debian's chromium and Playwright from requirements-extras.txt)."""
+import base64
+import http.client
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import serve
+from inference import probabilities
+from preprocess import prepare
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Strokes on a 280x280 pad, as a user draws them (points in pad pixels, one list per stroke).
+DRAWN = {1: [[(140, 40), (140, 240)]],
+         7: [[(70, 55), (210, 55), (120, 240)]],
+         0: [[(140 + 60 * math.sin(t / 20 * 6.3), 140 - 95 * math.cos(t / 20 * 6.3))
+              for t in range(21)]]}
+
+
+def start_server(*args):
+    """(process, first line of stdout) of `serve.py ARGS` in a fresh process."""
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "serve.py"), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return proc, proc.stdout.readline()
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGINT if os.name != "nt" else signal.SIGTERM)
+    return proc.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    """(host, port) of serve.py on the session's model, on a free port."""
+    proc, line = start_server(trained.pth, "--port", 0)
+    assert line.startswith("serving "), proc.stderr.read() if proc.poll() is not None else line
+    host, port = line.split("http://")[1].split("/")[0].rsplit(":", 1)
+    yield host, int(port)
+    stop(proc)
+
+
+def request(server, method, path, body=None, headers=None):
+    """(status, parsed JSON or raw bytes, Content-Type) of one request."""
+    conn = http.client.HTTPConnection(*server, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data, kind = response.read(), response.getheader("Content-Type")
+        return response.status, json.loads(data) if kind == "application/json" else data, kind
+    finally:
+        conn.close()
+
+
+def png(array_uint8):
+    buf = io.BytesIO()
+    Image.fromarray(array_uint8).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def photo_of(digit_uint8, size=300):
+    """An MNIST digit as a user's file: dark ink on white, upscaled, JPEG."""
+    img = Image.fromarray(255 - digit_uint8[0].numpy()).resize((size, size), Image.BICUBIC).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def drawing(digit, pen=20):
+    """What the page posts for the strokes of DRAWN[digit]: a 280x280 PNG, black pen on white."""
+    img = Image.new("RGB", (280, 280), "white")
+    draw = ImageDraw.Draw(img)
+    for stroke in DRAWN[digit]:
+        draw.line(stroke, fill="black", width=pen, joint="curve")
+        for x, y in (stroke[0], stroke[-1]):
+            draw.ellipse((x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2), fill="black")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_photo_is_answered_as_predict_would(server, trained, mnist_test):
+    images, labels = mnist_test
+    data = photo_of(images[0])
+    status, answer, kind = request(server, "POST", "/predict", data)
+    assert status == 200 and kind == "application/json"
+    assert set(answer) == {"digit", "probabilities", "low_confidence", "input"}
+    expected = probabilities(trained.model, prepare(data)[None])[0]
+    assert answer["digit"] == int(labels[0]) == int(expected.argmax())
+    assert torch.allclose(torch.tensor(answer["probabilities"]), expected, atol=1e-5)
+    assert answer["low_confidence"] is (float(expected.max()) < 0.6)
+    seen = Image.open(io.BytesIO(base64.b64decode(answer["input"])))
+    assert seen.size == (28, 28) and seen.tobytes() == prepare(data)[0].numpy().tobytes()
+
+
+@pytest.mark.parametrize("digit", sorted(DRAWN))
+def test_a_drawing_is_read(server, digit):
+    status, answer, _ = request(server, "POST", "/predict", drawing(digit))
+    assert status == 200 and answer["digit"] == digit and not answer["low_confidence"]
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    (b"hello, not an image", 400, "the uploaded image is not a readable image (UnidentifiedImageError): pass an image"),
+    (png(torch.full((64, 64), 255, dtype=torch.uint8).numpy()), 400, "no digit found"),
+    (b"", 400, "the request body is empty"),
+])
+def test_bad_bodies_are_a_json_error(server, body, status, needle):
+    got, answer, kind = request(server, "POST", "/predict", body)
+    assert (got, kind, list(answer)) == (status, "application/json", ["error"])
+    assert needle in answer["error"] and "\n" not in answer["error"]
+
+
+def test_the_error_is_predicts_own_line(server, trained, tmp_path, script):
+    (tmp_path / "notes.png").write_bytes(b"hello, not an image")
+    result = script("predict.py", trained.pth, tmp_path / "notes.png")
+    _, answer, _ = request(server, "POST", "/predict", b"hello, not an image")
+    assert result.stderr.strip() == "error: " + answer["error"].replace("the uploaded image", str(tmp_path / "notes.png"))
+
+
+def test_a_body_over_10mb_is_refused_unread(server):
+    conn = http.client.HTTPConnection(*server, timeout=30)
+    conn.putrequest("POST", "/predict")
+    conn.putheader("Content-Length", str(11 * 1024 * 1024))
+    conn.endheaders(b"\0" * 65536)  # the first 64 KB only: the answer must not wait for the other 11 MB
+    response = conn.getresponse()
+    assert response.status == 413 and "limit is 10,485,760" in json.loads(response.read())["error"]
+    conn.close()
+
+
+def test_a_body_without_length_is_refused(server):
+    with socket.create_connection(server, timeout=30) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = s.recv(4096).decode()
+    assert reply.startswith("HTTP/1.0 411") and "Content-Length" in reply.split("\r\n\r\n", 1)[1]
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/nope"), ("POST", "/"), ("GET", "/serve.py"), ("GET", "/page.html"),
+                                          ("GET", "/../README.md"), ("GET", "/%2e%2e/conftest.py")])
+def test_other_paths_are_404_and_no_file_is_served(server, method, path):
+    status, answer, kind = request(server, method, path, b"x" if method == "POST" else None)
+    assert (status, kind) == (404, "application/json") and "error" in answer
+
+
+def test_the_page_is_one_offline_file(server):
+    status, page, kind = request(server, "GET", "/")
+    assert status == 200 and kind == "text/html; charset=utf-8"
+    with open(os.path.join(HERE, "page.html"), "rb") as f:
+        assert page == f.read()
+    text = page.decode()
+    assert "<canvas" in text and 'type="file"' in text and 'fetch("/predict"' in text
+    assert "http://" not in text and "https://" not in text and "<link" not in text  # nothing fetched from elsewhere
+
+
+def test_fifty_at_once_then_one_more(server, trained, mnist_test):
+    images, labels = mnist_test
+    bodies = [photo_of(images[i], size=120) for i in range(50)]
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda body: request(server, "POST", "/predict", body), bodies))
+    assert [status for status, _, _ in answers] == [200] * 50
+    expected = probabilities(trained.model, torch.stack([prepare(b) for b in bodies])).argmax(1)
+    assert [a["digit"] for _, a, _ in answers] == expected.tolist()
+    assert (expected == labels[:50]).float().mean() >= 0.96
+    status, answer, _ = request(server, "POST", "/predict", bodies[0])
+    assert status == 200 and answer["digit"] == int(expected[0])
+
+
+def test_a_silent_client_does_not_block_others(server, mnist_test):
+    with socket.create_connection(server, timeout=30) as idle:
+        idle.sendall(b"POST /predict HTTP/1.1\r\nContent-Length: 1000\r\n\r\nonly a part")
+        status, _, _ = request(server, "POST", "/predict", photo_of(mnist_test[0][0]))
+        assert status == 200
+
+
+@pytest.mark.slow
+def test_a_silent_client_is_dropped_after_the_timeout(server):
+    with socket.create_connection(server, timeout=3 * serve.CLIENT_TIMEOUT) as idle:
+        idle.sendall(b"POST /predict HTTP/1.1\r\nContent-Length: 1000\r\n\r\nonly a part")
+        start = time.monotonic()
+        idle.recv(4096)  # returns when the server closes the connection
+        assert time.monotonic() - start < 2 * serve.CLIENT_TIMEOUT
+
+
+# ---------------------------------------------------------------- start-up and stop
+
+def test_bad_checkpoint_is_one_line_before_serving(tmp_path, script, one_line_error):
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    one_line_error(script("serve.py", tmp_path / "bad.pth", "--model", "fastnet"), "not a readable PyTorch checkpoint")
+
+
+def test_port_in_use_is_one_line(trained, script, one_line_error):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        one_line_error(script("serve.py", trained.pth, "--port", port), f"cannot listen on 127.0.0.1 port {port}")
+
+
+@pytest.mark.parametrize("flags, needle", [(["--port", "70000"], "--port"), (["--host", "no.such.host.invalid"], "--host")])
+def test_bad_address_is_one_line(trained, script, one_line_error, flags, needle):
+    one_line_error(script("serve.py", trained.pth, *flags), needle)
+
+
+def test_binds_localhost_and_warns_for_the_network(trained):
+    proc, line = start_server(trained.pth, "--port", 0)
+    assert "http://127.0.0.1:" in line
+    stop(proc)
+    proc, line = start_server(trained.pth, "--port", 0, "--host", "0.0.0.0")
+    warning = proc.stdout.readline()
+    stop(proc)
+    assert "http://0.0.0.0:" in line and warning.startswith("warning: --host 0.0.0.0 makes the page reachable")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows has no SIGINT to send to a child")
+def test_ctrl_c_stops_with_one_line(trained):
+    proc, line = start_server(trained.pth, "--port", 0)
+    assert line.startswith("serving ")
+    _, err = stop(proc)
+    assert proc.returncode == 0 and err.strip().splitlines()[-1] == "stopped (SIGINT)"
+    assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- the page in a real browser
+
+def chromium():
+    """Debian's chromium (Playwright's own browser download cannot work here), or a skip saying what to install."""
+    pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-extras.txt (Playwright)")
+    path = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not path:
+        pytest.skip("no chromium installed: apt-get install chromium (CI's .ci/run does)")
+    return path
+
+
+def draw(page, strokes):
+    """Each stroke with the mouse, point by point, as a hand would, on the pad's own coordinates."""
+    box = page.locator("#pad").bounding_box()
+    scale = box["width"] / 280
+    for stroke in strokes:
+        x, y = stroke[0]
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=8)
+        page.mouse.up()
+
+
+@pytest.mark.slow
+def test_the_page_in_a_real_browser(server, mnist_test, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium()
+    url = f"http://{server[0]}:{server[1]}/"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 900, "height": 620})
+        page.goto(url)
+        for digit in (1, 7, 0):
+            page.click("#clear")
+            expect(page.locator("#answer")).to_have_text("")
+            draw(page, DRAWN[digit])
+            expect(page.locator("#answer")).to_have_text(str(digit), timeout=15_000)
+            assert page.locator("#seen").get_attribute("src").startswith("data:image/png;base64,")
+            probs = [float(t.rstrip("%")) for t in page.locator(".bars > span:nth-child(3n)").all_inner_texts()]
+            assert len(probs) == 10 and max(probs) == probs[digit] and abs(sum(probs) - 100) < 1
+        page.screenshot(path=str(tmp_path / "page_drawn_0.png"))
+
+        images, labels = mnist_test
+        upload = tmp_path / "mnist_test_digit.png"
+        upload.write_bytes(png(255 - images[3][0].numpy()))
+        page.set_input_files("#file", str(upload))
+        expect(page.locator("#answer")).to_have_text(str(int(labels[3])), timeout=15_000)
+
+        notes = tmp_path / "notes.txt"
+        notes.write_text("not an image")
+        page.set_input_files("#file", str(notes))
+        expect(page.locator("#error")).to_contain_text("is not a readable image", timeout=15_000)
+        expect(page.locator("#answer")).to_have_text("")
+
+        page.click("#clear")
+        draw(page, DRAWN[7])  # the page still works after an error
+        expect(page.locator("#answer")).to_have_text("7", timeout=15_000)
+        expect(page.locator("#error")).to_have_text("")
+        page.screenshot(path=str(tmp_path / "page.png"))
+        browser.close()
+    print(f"screenshots in {tmp_path}")
