@@ -189,7 +189,7 @@ def reference_pipeline(data_dir, out_dir, seed=1):
         correct = sum((model(x).argmax(1) == y).sum().item() for x, y in test_loader)
     test_acc = 100 * correct / len(test_loader.dataset)
     torch.save(model.state_dict(), os.path.join(out_dir, "reference.pth"))
-    with open(os.path.join(out_dir, "reference.json"), "w") as f:
+    with open(os.path.join(out_dir, "reference.json"), "w", encoding="utf-8") as f:
         json.dump({"epoch_s": epoch_s, "test_acc": test_acc, "wall_s": time.perf_counter() - PROCESS_START}, f)
 
 
@@ -216,11 +216,11 @@ def end_to_end(data_dir, device, repeats=2):
             ref_dir, our_dir = os.path.join(tmp, f"ref{i}"), os.path.join(tmp, f"ours{i}")
             os.makedirs(ref_dir)
             exit_s = timed_process(["benchmark.py", "--reference-run", ref_dir, "--data-dir", data_dir])
-            with open(os.path.join(ref_dir, "reference.json")) as f:
+            with open(os.path.join(ref_dir, "reference.json"), encoding="utf-8") as f:
                 runs["ref"].append(dict(json.load(f), exit_s=exit_s))
             exit_s = timed_process(["train.py", "--out-dir", our_dir, "--data-dir", data_dir, "--device", device])
             (sidecar,) = [f for f in os.listdir(our_dir) if f.endswith(".json")]
-            with open(os.path.join(our_dir, sidecar)) as f:
+            with open(os.path.join(our_dir, sidecar), encoding="utf-8") as f:
                 runs["ours"].append(dict(json.load(f), exit_s=exit_s))
 
     def summary(side, keys):

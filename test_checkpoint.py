@@ -34,7 +34,7 @@ def test_sidecar_agrees_with_checkpoint(trained):
     with open(trained.pth, "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == side["sha256"]
     stem = os.path.basename(trained.pth)[:-4]
-    with open(sidecar_path(trained.pth)) as f:
+    with open(sidecar_path(trained.pth), encoding="utf-8") as f:
         assert json.load(f) == side
     assert side["checkpoint"] == stem + ".pth"
     assert stem == f"model_mnist_{side['timestamp']}_acc{side['test_acc']:.2f}"

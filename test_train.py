@@ -333,12 +333,17 @@ def signal_when(proc, ready, signum):
     return out, err
 
 
+# Windows cannot deliver SIGINT or SIGTERM to a child process (send_signal terminates it outright).
+posix_signals = pytest.mark.skipif(os.name == "nt", reason="Windows has no POSIX signals to send to a child")
+
+
 def start_train(*args):
     return subprocess.Popen([sys.executable, os.path.join(HERE, "train.py"), *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
+@posix_signals
 def test_signal_while_torch_imports_is_one_line(tmp_path):
     proc = start_train("--out-dir", tmp_path / "out")
     time.sleep(0.4)  # torch's import takes over a second: the signal lands in it
@@ -348,6 +353,7 @@ def test_signal_while_torch_imports_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@posix_signals
 def test_sigterm_during_training_saves_nothing(tmp_path, data_dir):
     proc = start_train("--out-dir", tmp_path, "--data-dir", data_dir)
     _, err = signal_when(proc, lambda line: line.startswith("model fastnet:"), signal.SIGTERM)
@@ -356,6 +362,7 @@ def test_sigterm_during_training_saves_nothing(tmp_path, data_dir):
 
 
 @pytest.mark.slow
+@posix_signals
 def test_sigint_during_the_pngs_in_a_real_run(tmp_path, data_dir):
     proc = start_train("--out-dir", tmp_path, "--data-dir", data_dir)
     _, err = signal_when(proc, lambda line: line.startswith("saved ") and "sidecar" in line, signal.SIGINT)

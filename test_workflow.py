@@ -4,6 +4,7 @@ These checks need the extras (pip install -r requirements-extras.txt); without t
 with the reason. CI installs both files, so there they all run.
 """
 import glob
+import importlib
 import os
 import re
 import shlex
@@ -26,17 +27,45 @@ def tool(name):
     return path
 
 
-@pytest.fixture(scope="module")
-def job():
+DEPENDABOT = os.path.join(HERE, ".github", "dependabot.yml")
+# The current release of each action, all on Node 24, verified tag -> commit in the actions' repositories.
+ACTIONS = {"actions/checkout": ("3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
+           "actions/setup-python": ("5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0"),
+           "actions/cache": ("27d5ce7f107fe9357f9df03efb73ab90386fccae", "v5.0.5"),
+           "actions/upload-artifact": ("bbbca2ddaa5d8feaa63e36b76fdaad77386f024f", "v7.0.0")}
+
+
+def load_yaml(path):
     yaml = pytest.importorskip("yaml", reason="pip install -r requirements-extras.txt")
-    with open(WORKFLOW) as f:
-        workflow = yaml.safe_load(f)
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture(scope="module")
+def jobs():
+    workflow = load_yaml(WORKFLOW)
     assert set(workflow) == {"name", True, "permissions", "concurrency", "jobs"}  # PyYAML reads `on:` as True
     assert set(workflow[True]) == {"push", "pull_request", "workflow_dispatch"}
     assert workflow["permissions"] == {"contents": "read"}
     assert workflow["concurrency"]["cancel-in-progress"] is True
-    (the_job,) = workflow["jobs"].values()
-    return the_job
+    assert set(workflow["jobs"]) == {"train-and-test", "portability"}
+    return workflow["jobs"]
+
+
+@pytest.fixture(scope="module")
+def job(jobs):
+    """The job that trains, tests and publishes the checkpoint."""
+    return jobs["train-and-test"]
+
+
+@pytest.fixture(scope="module")
+def matrix_job(jobs):
+    return jobs["portability"]
+
+
+def readme():
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+        return f.read()
 
 
 def test_workflow_matches_github_schema():
@@ -45,8 +74,8 @@ def test_workflow_matches_github_schema():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_workflow_passes_zizmor_offline():
-    result = subprocess.run([tool("zizmor"), "--offline", "--config", ZIZMOR_CONFIG, WORKFLOW],
+def test_workflow_and_dependabot_pass_zizmor_offline():
+    result = subprocess.run([tool("zizmor"), "--offline", "--config", ZIZMOR_CONFIG, os.path.join(HERE, ".github")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No findings" in result.stdout + result.stderr
@@ -55,7 +84,7 @@ def test_workflow_passes_zizmor_offline():
 def test_zizmor_policy_rejects_an_unpinned_action(tmp_path):
     """The audit is not vacuous: the same workflow with one action on a tag fails it."""
     unpinned = tmp_path / "ml-pipeline.yml"
-    text = open(WORKFLOW).read()
+    text = open(WORKFLOW, encoding="utf-8").read()
     unpinned.write_text(re.sub(r"actions/checkout@[0-9a-f]{40}", "actions/checkout@v4", text))
     result = subprocess.run([tool("zizmor"), "--offline", "--config", ZIZMOR_CONFIG, str(unpinned)],
                             capture_output=True, text=True)
@@ -63,14 +92,74 @@ def test_zizmor_policy_rejects_an_unpinned_action(tmp_path):
     assert "unpinned-uses" in result.stdout + result.stderr
 
 
-def test_workflow_actions_pinned_and_versioned(job):
+def test_workflow_actions_pinned_and_versioned(job, matrix_job):
     uses = [s["uses"] for s in job["steps"] if "uses" in s]
     assert [u.split("@")[0] for u in uses] == ["actions/checkout", "actions/setup-python", "actions/cache",
                                                "actions/upload-artifact"]
-    assert all(re.fullmatch(r"[\w/-]+@[0-9a-f]{40}", u) for u in uses)
-    text = open(WORKFLOW).read()
-    for action, major in (("checkout", "v4"), ("setup-python", "v5"), ("cache", "v4"), ("upload-artifact", "v4")):
-        assert re.search(rf"actions/{action}@[0-9a-f]{{40}} # {major}\.", text), action
+    assert [u.split("@")[0] for u in (s.get("uses") for s in matrix_job["steps"]) if u] == \
+        ["actions/checkout", "actions/setup-python", "actions/cache"]
+    with open(WORKFLOW, encoding="utf-8") as f:
+        pins = re.findall(r"uses: ([\w/-]+)@(\S+) # (\S+)", f.read())
+    assert len(pins) == 7
+    for action, sha, version in pins:
+        assert (sha, version) == ACTIONS[action], action
+
+
+def test_workflow_keeps_credentials_out_of_the_checkout(jobs):
+    for the_job in jobs.values():
+        checkout = next(s for s in the_job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+        assert checkout["with"] == {"persist-credentials": False}
+
+
+def test_matrix_job_backs_the_os_claim(matrix_job):
+    """Each OS installs as the README's quick start says for it, trains one epoch and runs pytest, in bash."""
+    assert matrix_job["strategy"]["matrix"]["os"] == ["ubuntu-latest", "macos-latest", "windows-latest"]
+    assert matrix_job["strategy"]["fail-fast"] is False and matrix_job["runs-on"] == "${{ matrix.os }}"
+    assert matrix_job["defaults"]["run"]["shell"] == "bash"
+    setup = next(s for s in matrix_job["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
+    assert setup["with"]["python-version"] == "3.11"
+    runs = [s["run"] for s in matrix_job["steps"] if "run" in s]
+    install = [line.strip() for line in runs[0].splitlines()]
+    assert install.index(cpu_only_install()) < install.index("pip install -r requirements.txt")
+    assert 'if [ "$RUNNER_OS" = Linux ]; then' in install
+    assert [program for program, _ in commands("\n".join(runs[1:]))] == ["train.py", "pytest"]
+    assert "configured" in readme() and "not yet" in readme()  # no claim that it passed before it has
+
+
+def cpu_only_install():
+    """The README's CPU-only torch line, which must pin what requirements.txt pins."""
+    (line,) = {m.strip() for m in re.findall(r"^ *(pip install torch==.*whl/cpu)$", readme(), re.M)}
+    with open(os.path.join(HERE, "requirements.txt"), encoding="utf-8") as f:
+        pins = dict(line.strip().split("==") for line in f if re.match(r"torch(vision)?==", line))
+    assert line == (f"pip install torch=={pins['torch']} torchvision=={pins['torchvision']} "
+                    "--index-url https://download.pytorch.org/whl/cpu")
+    return line
+
+
+def test_dependabot_config_matches_schema():
+    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", DEPENDABOT],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dependabot_schema_check_rejects_a_bad_config(tmp_path):
+    """The schema check is not vacuous: an interval Dependabot does not know fails it."""
+    bad = tmp_path / "dependabot.yml"
+    with open(DEPENDABOT, encoding="utf-8") as f:
+        bad.write_text(f.read().replace("interval: weekly", "interval: fortnightly", 1), encoding="utf-8")
+    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+
+
+def test_dependabot_updates_actions_and_pip_weekly_grouped():
+    updates = load_yaml(DEPENDABOT)["updates"]
+    assert sorted(u["package-ecosystem"] for u in updates) == ["github-actions", "pip"]
+    for update in updates:
+        assert update["schedule"]["interval"] == "weekly" and update["directory"] == "/"
+        assert 3 <= update["cooldown"]["default-days"] <= 14
+        (group,) = update["groups"].values()
+        assert group["patterns"] == ["*"]  # one pull request per ecosystem
 
 
 def test_workflow_python_and_caches(job):
@@ -78,8 +167,7 @@ def test_workflow_python_and_caches(job):
     assert setup["with"] == {"python-version": "3.11", "cache": "pip", "cache-dependency-path": "requirements.txt"}
     cache = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@"))
     assert cache["with"]["path"] == job["env"]["MNIST_DATA_DIR"]
-    readme = open(os.path.join(HERE, "README.md")).read()
-    assert "Python 3.11" in readme
+    assert "Python 3.11" in readme()
 
 
 def test_workflow_installs_cpu_torch_then_requirements(job):
@@ -88,7 +176,7 @@ def test_workflow_installs_cpu_torch_then_requirements(job):
     cpu = next(i for i, line in enumerate(lines) if "--index-url https://download.pytorch.org/whl/cpu" in line)
     rest = next(i for i, line in enumerate(lines) if line.startswith("pip install -r requirements.txt"))
     assert cpu < rest and "-c cpu-constraints.txt" in lines[rest]
-    pinned = {line.split("==")[0] for line in open(os.path.join(HERE, "requirements.txt")) if "==" in line}
+    pinned = {line.split("==")[0] for line in open(os.path.join(HERE, "requirements.txt"), encoding="utf-8") if "==" in line}
     assert {"torch", "torchvision"} <= pinned  # the grep in the install step finds both
 
 
@@ -105,15 +193,20 @@ def commands(script):
 
 
 def help_text(program):
-    cmd = [sys.executable, "-m", "pytest", "--help"] if program == "pytest" else [sys.executable, program, "--help"]
-    result = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=120)
+    """What `program --help` prints: a script's own parser, or pytest's (run once, it is slow)."""
+    if program != "pytest":
+        return importlib.import_module(program[:-3]).build_parser().format_help()
+    result = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=HERE, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def test_workflow_run_steps_use_real_files_and_flags(job):
+@pytest.mark.parametrize("name, programs", [("train-and-test", ["train.py", "pytest"]),
+                                            ("portability", ["train.py", "pytest"])])
+def test_workflow_run_steps_use_real_files_and_flags(jobs, name, programs):
     checked = []
-    for step in job["steps"]:
+    for step in jobs[name]["steps"]:
         for program, flags in commands(step.get("run", "")):
             if program != "pytest":
                 assert os.path.isfile(os.path.join(HERE, program)), f"{step['name']}: no {program}"
@@ -121,7 +214,7 @@ def test_workflow_run_steps_use_real_files_and_flags(job):
             for flag in flags:
                 assert flag in options, f"{step['name']}: {program} has no {flag}"
             checked.append(program)
-    assert checked == ["train.py", "pytest"]
+    assert checked == programs
 
 
 def test_flag_check_catches_a_wrong_flag():
