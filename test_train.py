@@ -120,6 +120,63 @@ def test_optimizer_matches_torch_adamw_one_cycle(mnist_train):
         assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_device_schedule_equals_the_host_schedule_step_for_step():
+    """The tables a captured step reads (lr, beta1, both bias corrections) are the host schedule's values,
+    for every step of a real run's length."""
+    config = train.recipe("fastnet")
+    total = 469
+    opt = train.build_optimizer([torch.nn.Parameter(torch.zeros(3))], config, total_steps=total)
+    opt.on_device()
+    lr, beta1, correction1, correction2 = opt.tables.double()
+    for t in range(total):
+        host_lr, host_beta1 = opt.schedule(t)
+        assert lr[t] == pytest.approx(host_lr, rel=1e-6) and beta1[t] == pytest.approx(host_beta1, rel=1e-6)
+        assert correction1[t] == pytest.approx(1 - host_beta1 ** (t + 1), rel=1e-6)
+        assert correction2[t] == pytest.approx((1 - opt.beta2 ** (t + 1)) ** 0.5, rel=1e-6)
+    first = config["lr"] / config["schedule"]["div_factor"]
+    assert (lr[0], lr[-1]) == (pytest.approx(first), pytest.approx(first / config["schedule"]["final_div_factor"]))
+    assert config["lr"] * 0.999 < lr.max() <= config["lr"]
+
+
+def test_step_on_device_makes_the_host_steps_updates(mnist_train):
+    """step_on_device (what a CUDA graph replays) and step() train two copies of a model to the same weights,
+    and its device counter follows the steps."""
+    torch.manual_seed(0)
+    host_model, device_model = build_model("fastnet"), build_model("fastnet")
+    device_model.load_state_dict(host_model.state_dict())
+    x, y = data.to_input(mnist_train[0][:64]), mnist_train[1][:64]
+    config = train.recipe("fastnet")
+    host = train.build_optimizer(host_model.parameters(), config, total_steps=40)
+    device = train.build_optimizer(device_model.parameters(), config, total_steps=40)
+    device.on_device()
+    for _ in range(40):
+        for model, opt in ((host_model, host), (device_model, device)):
+            opt.zero_grad()
+            F.nll_loss(model(x), y).backward()
+        host.step()
+        device.step_on_device()
+    assert int(device.device_step) == device.steps_done == 40
+    for a, b in zip(host_model.parameters(), device_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_whole_step_graph_trains_as_the_eager_loop(mnist_train):
+    """With cuda_graphs, a whole step per replay reaches what the eager loop reaches on the same data and
+    seed (bf16 autocast in both, so close rather than equal), and the schedule it used is the host's."""
+    images, labels = mnist_train[0][:4096].cuda(), mnist_train[1][:4096].cuda()
+    results = []
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        model = build_model("fastnet").cuda()
+        history, acc = train.train(model, images, labels, train.recipe("fastnet", augment=[]), 2, log=lambda _: None,
+                                   cuda_graphs=graphs)
+        results.append((history, acc, model))
+    (eager, eager_acc, _), (graphed, graphed_acc, _) = results
+    assert graphed["lr"] == pytest.approx(eager["lr"], rel=1e-6)
+    assert abs(graphed_acc - eager_acc) < 3.0 and graphed_acc > 80
+
+
 def test_optimizer_takes_its_values_from_the_recipe():
     params = [torch.nn.Parameter(torch.zeros(3))]
     config = train.recipe("fastnet", lr=0.5, optimizer={"weight_decay": 0.3, "beta2": 0.9, "eps": 1e-6})

@@ -217,6 +217,42 @@ class OneCycleAdamW:
         torch._foreach_addcdiv_(self.params, self.exp_avg, denom, -lr / (1 - beta1 ** self.steps_done))
         return lr
 
+    def on_device(self):
+        """Move the schedule onto the parameters' device for step_on_device: lr, beta1 and both bias
+        corrections for every step as tables (computed by schedule(), in float64, then cast), indexed
+        by a step counter that lives on the device too. A captured CUDA graph can then replay the
+        whole step, schedule included, with no value from the host."""
+        dev = self.params[0].device
+        steps = range(self.total_steps)
+        lr, beta1 = zip(*(self.schedule(t) for t in steps))
+        table = torch.tensor([lr, beta1, [1 - b ** (t + 1) for t, b in enumerate(beta1)],
+                              [math.sqrt(1 - self.beta2 ** (t + 1)) for t in steps]], dtype=torch.float64)
+        self.tables = table.to(device=dev, dtype=torch.float32)
+        self.device_step = torch.full((), self.steps_done, dtype=torch.long, device=dev)
+
+    @torch.no_grad()
+    def step_on_device(self):
+        """step(), with every per-step value read from the device tables at the device step counter
+        (call on_device() first): no host value changes between steps, so CUDA graphs can capture it."""
+        # index_select, not tables[:, step]: a 0-d index tensor would be read back to the host (a sync that
+        # capture forbids)
+        at = self.device_step.clamp(max=self.total_steps - 1).view(1)
+        lr, beta1, correction1, correction2 = self.tables.index_select(1, at).view(4).unbind()
+        grads = [p.grad for p in self.params]
+        torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
+        torch._foreach_mul_(self.exp_avg, beta1)
+        torch._foreach_add_(self.exp_avg, torch._foreach_mul(grads, 1 - beta1))
+        torch._foreach_mul_(self.exp_avg_sq, self.beta2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, 1 - self.beta2)
+        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        torch._foreach_div_(denom, correction2)
+        torch._foreach_add_(denom, self.eps)
+        update = torch._foreach_div(self.exp_avg, denom)
+        torch._foreach_mul_(update, -lr / correction1)
+        torch._foreach_add_(self.params, update)
+        self.device_step += 1
+        self.steps_done += 1
+
     def zero_grad(self):
         for p in self.params:
             p.grad = None
@@ -237,13 +273,35 @@ def batch_slices(n, batch_size):
     return [(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
 
 
-def graphed(model, sample):
-    """`model` with its forward and backward, for batches shaped like `sample`, captured as CUDA graphs:
-    one launch each per step instead of dozens (kernel launches, not arithmetic, bound a small model's
-    GPU step). The parameters and buffers are the model's own; other shapes go through `model` itself."""
-    wrapper = torch.nn.Sequential(model)  # make_graphed_callables patches the forward of what it is given
-    with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):  # graphs need the cache off
-        return torch.cuda.make_graphed_callables(wrapper, (sample,))
+class StepGraph:
+    """A whole training step (forward, loss, backward, optimizer) of full batches as one CUDA graph,
+    replayed once per step: at this model size GPU time is launches, not arithmetic, and a replay is one
+    launch. The first WARMUP calls run the step eagerly on a side stream (real training steps, as
+    torch.cuda.graph requires before capture); the next call captures it and replays it."""
+    WARMUP = 3
+
+    def __init__(self, step, x, y):
+        self.step, self.x, self.y = step, torch.empty_like(x), torch.empty_like(y)  # the graph's inputs
+        self.calls, self.graph = 0, None
+
+    def __call__(self, x, y):
+        """(output, loss) of one step on this batch, as the graph's own tensors (read them before the next call)."""
+        self.x.copy_(x)
+        self.y.copy_(y)
+        if self.graph is None and self.calls < self.WARMUP:
+            self.calls += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                result = self.step(self.x, self.y)
+            torch.cuda.current_stream().wait_stream(side)
+            return result
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out, self.loss = self.step(self.x, self.y)
+        self.graph.replay()
+        return self.out, self.loss
 
 
 def trainable(model, args):
@@ -261,7 +319,8 @@ class NonFiniteLoss(cli.RunFailed):
 def train(model, images, labels, config, epochs, log=print, cuda_graphs=False):
     """Train in place with `config` (a recipe); returns per-step history {loss, acc, lr} and the final
     epoch's running accuracy on the given images (printed digits the recipe adds are trained on, not
-    counted). With cuda_graphs (CUDA only), full batches run through graphed(model).
+    counted). With cuda_graphs (CUDA only), the optimizer reads its schedule from the device and each
+    full batch's whole step is one replay of a StepGraph.
 
     Per-step loss and correct counts stay on the device (no sync per step); they are checked for
     NaN/inf every 50 steps, which names the first bad step."""
@@ -283,6 +342,23 @@ def train(model, images, labels, config, epochs, log=print, cuda_graphs=False):
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda",
                               cache_enabled=not cuda_graphs)  # graphs need the cast cache off
 
+    if cuda_graphs:
+        opt.on_device()
+
+    def one_step(x, y):
+        """Forward, loss, backward and the optimizer's update: what a StepGraph captures."""
+        with autocast:
+            out = model(x)
+        # The models return log-probabilities, so cross_entropy's log_softmax is a no-op on them.
+        loss = F.cross_entropy(out.float(), y, label_smoothing=config["label_smoothing"])
+        opt.zero_grad()  # grads set to None: captured, backward then writes (not adds) them each replay
+        loss.backward()
+        if cuda_graphs:
+            opt.step_on_device()
+        else:
+            lrs.append(opt.step())
+        return out, loss
+
     def running_acc(step):
         """Accuracy over the current epoch's batches up to `step`."""
         seen = slice(step - (step - 1) % len(slices) - 1, step)
@@ -290,24 +366,19 @@ def train(model, images, labels, config, epochs, log=print, cuda_graphs=False):
 
     model.train()
     bar = tqdm(total=total, disable=not tty, unit="step", leave=False)
-    step, graphed_model = 0, None
+    step, graph = 0, None
     for epoch in range(epochs):
         order = torch.randperm(n, device=dev)
         counted = order < given  # the given images; the added printed digits come after them
         augmented_x, augmented_y = data.augmented_epoch(images, labels, order, config["augment"],
                                                         config["augment_strengths"])
-        if cuda_graphs and graphed_model is None:
-            graphed_model = graphed(model, augmented_x[:batch_size])
         for s, e in slices:
             x, y = augmented_x[s:e], augmented_y[s:e]
-            forward = graphed_model if graphed_model is not None and e - s == batch_size else model
-            with autocast:
-                out = forward(x)
-            # The models return log-probabilities, so cross_entropy's log_softmax is a no-op on them.
-            loss = F.cross_entropy(out.float(), y, label_smoothing=config["label_smoothing"])
-            opt.zero_grad()
-            loss.backward()
-            lrs.append(opt.step())
+            if cuda_graphs and e - s == batch_size:
+                graph = graph or StepGraph(one_step, x, y)
+                out, loss = graph(x, y)
+            else:
+                out, loss = one_step(x, y)
             losses[step] = loss.detach()
             correct[step] = ((out.argmax(1) == y) & counted[s:e]).sum()
             sizes[step] = counted[s:e].sum()
@@ -322,6 +393,8 @@ def train(model, images, labels, config, epochs, log=print, cuda_graphs=False):
                 log(f"epoch {epoch + 1}/{epochs} step {step}/{total} loss {losses[step - 1].item():.4f} "
                     f"running acc {running_acc(step):.2f}%")
     bar.close()
+    if cuda_graphs:  # the device schedule's learning rates, read back once
+        lrs = opt.tables[0, :total].tolist()
     return ({"loss": losses.tolist(), "acc": (correct / sizes.clamp_min(1)).tolist(), "lr": lrs},
             running_acc(total))
 
