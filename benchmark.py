@@ -47,7 +47,9 @@ def build_parser():
     p.add_argument("--seeds", type=int, default=5, help="seeds per variant (1, 2, ... N)")
     p.add_argument("--quick", action="store_true",
                    help=f"1 seed and only {', '.join(QUICK_MODELS)}: a smoke run for CI")
-    p.add_argument("--models", help="comma-separated variants to run (default: all, or the quick subset)")
+    p.add_argument("--models", help="comma-separated variants to run, each NAME or NAME:RECIPE for one of train.py's "
+                   f"named recipes ({', '.join(train.RECIPES)}) (default: every variant with its own recipe, or the "
+                   "quick subset)")
     cli.add_device(p)
     cli.add_data_dir(p)
     p.add_argument("--batch-size", type=int,
@@ -76,9 +78,12 @@ def parse_args(argv=None):
         [n.strip() for n in args.models.split(",") if n.strip()]
     if not names:
         raise cli.UserError(f"--models needs at least one name from {', '.join(MODELS)}")
-    unknown = [n for n in names if n not in MODELS]
+    unknown = [n for n in names if n.partition(":")[0] not in MODELS]
     if unknown:
         raise cli.UserError(f"unknown model {unknown[0]!r}: use --models with names from {', '.join(MODELS)}")
+    unknown = [n for n in names if n.partition(":")[2] not in ("", *train.RECIPES)]
+    if unknown:
+        raise cli.UserError(f"unknown recipe in {unknown[0]!r}: use NAME:RECIPE with one of {', '.join(train.RECIPES)}")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:  # checked now: a result that cannot be written is found out before the training, not after
             cli.check_out_file(path, flag)
@@ -131,22 +136,35 @@ class Timer:
             self.seconds = time.perf_counter() - self.t0
 
 
-def one_epoch(name, model, images, labels, args, cuda_graphs=False):
-    """One quiet epoch of train.py's recipe for variant `name`; returns the running training accuracy."""
-    config = train.recipe(name, batch_size=args.batch_size, lr=args.lr)
+def variant_recipe(entry, args):
+    """(model name, its recipe) for a --models entry NAME or NAME:RECIPE, with --batch-size and --lr applied."""
+    name, _, recipe_name = entry.partition(":")
+    return name, train.recipe(name, recipe_name or None, batch_size=args.batch_size, lr=args.lr)
+
+
+def one_epoch(entry, model, images, labels, args, cuda_graphs=False):
+    """One quiet epoch of train.py's recipe for a --models entry; returns the running training accuracy."""
+    config = variant_recipe(entry, args)[1]
     return train.train(train.trainable(model, args), images, labels, config, 1, log=lambda *a: None,
                        cuda_graphs=cuda_graphs)[1]
 
 
-def train_variant(name, seed, mnist, args):
-    """One epoch of train.py's recipe for `name`: (epoch seconds, running train accuracy, test accuracy)."""
+def train_variant(entry, seed, mnist, args):
+    """One epoch of train.py's recipe for a --models entry: (epoch seconds, running train accuracy, test accuracy)."""
     (train_x, train_y), (test_x, test_y) = mnist
     torch.manual_seed(seed)
-    model = build_model(name).to(args.device, memory_format=torch.channels_last)
+    model = build_model(variant_recipe(entry, args)[0]).to(args.device, memory_format=torch.channels_last)
     with Timer(args.device) as t:
-        train_acc = one_epoch(name, model, train_x, train_y, args, args.cuda_graphs)
+        train_acc = one_epoch(entry, model, train_x, train_y, args, args.cuda_graphs)
     test_acc = train.evaluate(model, test_x, test_y)[1]
     return t.seconds, train_acc, test_acc
+
+
+def epoch_images(n_train, config):
+    """Images in one epoch of `config`: the training set, plus the printed digits its augmentation adds."""
+    strengths = config["augment_strengths"]
+    printed = 10 * strengths["printed_per_digit"] * strengths["printed_repeats"] if "printed" in config["augment"] else 0
+    return n_train + printed
 
 
 def warm_up(names, mnist, args):
@@ -155,9 +173,9 @@ def warm_up(names, mnist, args):
     if args.device == "cuda" or args.compile:  # CUDA-graph capture happens, and is timed, in each run
         (train_x, train_y), _ = mnist
         torch.backends.cudnn.benchmark = True
-        for name in names:
-            model = build_model(name).to(args.device, memory_format=torch.channels_last)
-            one_epoch(name, model, train_x[:4096], train_y[:4096], args)
+        for entry in names:
+            model = build_model(variant_recipe(entry, args)[0]).to(args.device, memory_format=torch.channels_last)
+            one_epoch(entry, model, train_x[:4096], train_y[:4096], args)
 
 
 # ---------------------------------------------------------------- the reference pipeline
@@ -234,15 +252,16 @@ def end_to_end(data_dir, device, repeats=2):
 
 def print_table(rows, reference, ours, seeds):
     print(f"\none augmented epoch, {seeds} seed(s) each; accuracies in %")
-    print(f"{'model':18s} {'params':>7s} {'MACs':>9s} {'batch':>5s} {'epoch s':>8s} {'train':>7s} {'test':>7s} "
-          f"{'test min':>8s}")
+    print(f"{'model':18s} {'params':>7s} {'MACs':>9s} {'batch':>5s} {'steps':>5s} {'img/s':>7s} {'epoch s':>8s} "
+          f"{'train':>7s} {'test':>7s} {'test min':>8s}")
     for r in rows:
-        print(f"{r['name']:18s} {r['params']:7,d} {r['macs']:9,d} {r['batch_size']:5d} {r['epoch_s']:8.2f} "
-              f"{r['train_acc_mean']:7.2f} {r['test_acc_mean']:7.2f} {r['test_acc_min']:8.2f}")
+        print(f"{r['name']:18s} {r['params']:7,d} {r['macs']:9,d} {r['batch_size']:5d} {r['steps_per_epoch']:5d} "
+              f"{r['images_per_s']:7,d} {r['epoch_s']:8.2f} {r['train_acc_mean']:7.2f} {r['test_acc_mean']:7.2f} "
+              f"{r['test_acc_min']:8.2f}")
     if reference is None:
         return
-    print(f"{'reference pipeline':18s} {12412:7,d} {'':9s} {REFERENCE_BATCH_SIZE:5d} {reference['epoch_s']:8.2f} "
-          f"{'':7s} {reference['test_acc']:7.2f}")
+    print(f"{'reference pipeline':18s} {12412:7,d} {'':9s} {REFERENCE_BATCH_SIZE:5d} {'':5s} {'':7s} "
+          f"{reference['epoch_s']:8.2f} {'':7s} {reference['test_acc']:7.2f}")
     print(f"\nend to end (median of runs): python train.py {ours['wall_s']:.2f}s to checkpoint, "
           f"{ours['exit_s']:.2f}s to exit (test {ours['test_acc']:.2f}%); reference pipeline "
           f"{reference['wall_s']:.2f}s to checkpoint, {reference['exit_s']:.2f}s to exit "
@@ -293,22 +312,25 @@ def main(argv=None):
     if args.preprocess:
         return time_preprocessing(args.preprocess, args.data_dir)
     mnist = (data.load_mnist(args.data_dir, "train", args.device), data.load_mnist(args.data_dir, "test", args.device))
-    for name in args.models:
-        train.check_batch_size(train.recipe(name, batch_size=args.batch_size)["batch_size"], len(mnist[0][0]),
-                               build_model(name))
+    for entry in args.models:
+        name, config = variant_recipe(entry, args)
+        train.check_batch_size(config["batch_size"], len(mnist[0][0]), build_model(name))
     warm_up(args.models, mnist, args)
     rows = []
-    for name in args.models:
-        runs = [train_variant(name, seed, mnist, args) for seed in range(1, args.seeds + 1)]
+    for entry in args.models:
+        runs = [train_variant(entry, seed, mnist, args) for seed in range(1, args.seeds + 1)]
         epoch_s, train_acc, test_acc = zip(*runs)
+        name, config = variant_recipe(entry, args)
         model = build_model(name)
-        config = train.recipe(name, batch_size=args.batch_size, lr=args.lr)
-        rows.append({"name": name, "params": count_params(model), "macs": macs_per_image(model),
+        images = epoch_images(len(mnist[0][0]), config)
+        rows.append({"name": entry, "params": count_params(model), "macs": macs_per_image(model),
                      "batch_size": config["batch_size"], "lr": config["lr"],
+                     "steps_per_epoch": len(train.batch_slices(images, config["batch_size"])),
+                     "images_per_s": round(images / statistics.median(epoch_s)),
                      "epoch_s": round(statistics.median(epoch_s), 3),
                      "train_acc_mean": round(statistics.mean(train_acc), 3),
                      "test_acc_mean": round(statistics.mean(test_acc), 3), "test_acc_min": round(min(test_acc), 2)})
-        print(f"{name}: " + ", ".join(f"seed {i + 1} test {t:.2f}%" for i, t in enumerate(test_acc)), flush=True)
+        print(f"{entry}: " + ", ".join(f"seed {i + 1} test {t:.2f}%" for i, t in enumerate(test_acc)), flush=True)
     result = {"variants": rows, "seeds": args.seeds,
               "compile": args.compile, "cuda_graphs": args.cuda_graphs, "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device == "cuda" else

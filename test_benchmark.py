@@ -19,15 +19,17 @@ def test_benchmark_macs_count():
 @pytest.mark.slow
 def test_benchmark_quick_runs(tmp_path, data_dir, script):
     out = tmp_path / "bench.json"
-    result = script("benchmark.py", "--quick", "--models", "tinynet", "--json", out, "--data-dir", data_dir)
+    result = script("benchmark.py", "--quick", "--models", "tinynet,tinynet:lean", "--json", out, "--data-dir", data_dir)
     assert result.returncode == 0, result.stderr
-    report = json.loads(out.read_text())
-    (row,) = report["variants"]
-    assert row["name"] == "tinynet" and row["params"] == 7_986
-    assert set(row) == {"name", "params", "macs", "batch_size", "lr", "epoch_s", "train_acc_mean", "test_acc_mean",
-                        "test_acc_min"}
-    config = train.recipe("tinynet")
-    assert (row["batch_size"], row["lr"]) == (config["batch_size"], config["lr"])
+    report = json.loads(out.read_text(encoding="utf-8"))
+    own, lean = report["variants"]
+    assert (own["name"], lean["name"]) == ("tinynet", "tinynet:lean") and own["params"] == lean["params"] == 7_986
+    assert set(own) == {"name", "params", "macs", "batch_size", "lr", "steps_per_epoch", "images_per_s", "epoch_s",
+                        "train_acc_mean", "test_acc_mean", "test_acc_min"}
+    for row, config in ((own, train.recipe("tinynet")), (lean, train.recipe("tinynet", "lean"))):
+        assert (row["batch_size"], row["lr"]) == (config["batch_size"], config["lr"])
+        assert row["steps_per_epoch"] == -(-61_500 // config["batch_size"])  # MNIST's 60,000 + 1,500 printed
+        assert row["images_per_s"] == pytest.approx(61_500 / row["epoch_s"], rel=0.01)
     assert {"epoch_s", "wall_s", "test_acc"} <= set(report["reference"])
     assert report["speedup_vs_reference"] > 0 and report["device"] == "cpu" and report["torch"] == torch.__version__
     assert "speed-up of train.py over the reference" in result.stdout
@@ -35,6 +37,7 @@ def test_benchmark_quick_runs(tmp_path, data_dir, script):
 
 def test_benchmark_rejects_unknown_model(in_process, one_line_error):
     one_line_error(in_process(benchmark.main, ["--models", "fastnet,lenet"]), "unknown model 'lenet'")
+    one_line_error(in_process(benchmark.main, ["--models", "fastnet:fast"]), "unknown recipe in 'fastnet:fast'")
 
 
 @pytest.mark.parametrize("args, needle", [

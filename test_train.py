@@ -48,13 +48,33 @@ def test_run_writes_every_output(trained):
 def test_sidecar_records_the_whole_recipe(trained):
     """What rebuilds the model and reproduces the run: the recipe in full, the seed, the versions."""
     side = trained.sidecar
-    expected = train.recipe(side["model"], batch_size=side["batch_size"], lr=side["lr"], augment=side["augment"])
+    expected = train.recipe(side["model"], side["recipe"], batch_size=side["batch_size"], lr=side["lr"],
+                            augment=side["augment"])
     assert {k: side[k] for k in expected} == json.loads(json.dumps(expected))
     for key in ("seed", "epochs", "device", "torch", "torchvision", "git_commit", "timestamp", "wall_s"):
         assert key in side
 
 
 # ---------------------------------------------------------------- the recipe
+
+def test_a_named_recipe_replaces_the_variants_own():
+    lean = train.RECIPES["lean"]
+    assert train.recipe("widenet", "lean") == dict(train.RECIPE, **lean)
+    assert train.recipe("widenet", "lean", lr=0.1)["lr"] == 0.1
+    steps = len(train.batch_slices(60_000 + 10 * 50 * 3, lean["batch_size"]))  # MNIST + the printed digits
+    assert steps <= 235  # the step-lean floor: at most half the default's steps
+
+
+def test_readme_shows_the_real_help(monkeypatch):
+    """The README's `python train.py --help` block is what train.py prints at 100 columns."""
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.delenv("MNIST_DATA_DIR", raising=False)  # the help shows the default a user without it gets
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    block = readme.split("$ python train.py --help        # at 100 columns\n", 1)[1].split("```", 1)[0]
+    assert block == train.build_parser().format_help()
+
 
 def test_recipe_precedence():
     """A variant's VARIANT_RECIPES entry replaces RECIPE's values; what the command line gives replaces both."""

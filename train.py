@@ -59,13 +59,17 @@ RECIPE = {  # what a run trains with; the sidecar records all of it
 # default: at batch 32 its one-epoch test accuracy is about 0.15 points higher than at 128 (mean of
 # 5 seeds), for about 1.5x the CPU time.
 VARIANT_RECIPES = {"widenet": {"batch_size": 32, "lr": 0.01}}
+# Named recipes any variant can train with in place of its own (--recipe NAME). "lean" takes 193 steps
+# an epoch (61,500 images with the printed digits, batch 320) instead of 481: on a GPU the number of
+# steps, not arithmetic, sets the time. widenet with it: 99.16% mean test over seeds 1-3 (README).
+RECIPES = {"lean": {"batch_size": 320, "lr": 0.025}}
 
 
-def recipe(name, **overrides):
-    """The full recipe for variant `name`: RECIPE, then its VARIANT_RECIPES entry, then the overrides
-    that are not None (what the command line gave)."""
+def recipe(name, recipe_name=None, **overrides):
+    """The full recipe for variant `name`: RECIPE, then its VARIANT_RECIPES entry (or the named recipe
+    RECIPES[recipe_name] instead), then the overrides that are not None (what the command line gave)."""
     config = copy.deepcopy(RECIPE)
-    config.update(VARIANT_RECIPES.get(name, {}))
+    config.update(VARIANT_RECIPES.get(name, {}) if recipe_name is None else RECIPES[recipe_name])
     config.update({k: v for k, v in overrides.items() if v is not None})
     return config
 
@@ -73,6 +77,10 @@ def recipe(name, **overrides):
 def recipe_help(key):
     """A flag's default as --help shows it, e.g. "128; widenet 32"."""
     return "; ".join([str(RECIPE[key])] + [f"{n} {own[key]}" for n, own in VARIANT_RECIPES.items() if key in own])
+
+
+def describe_recipes():
+    return "; ".join(f"{n}: " + ", ".join(f"{k} {v}" for k, v in own.items()) for n, own in RECIPES.items())
 
 
 def build_parser():
@@ -85,6 +93,8 @@ def build_parser():
                    help=f"training batch size, at most the training set (default: {recipe_help('batch_size')})")
     p.add_argument("--lr", type=float, help=f"peak learning rate of the one-cycle schedule, in (0, 10] "
                    f"(default: {recipe_help('lr')})")
+    p.add_argument("--recipe", choices=sorted(RECIPES),
+                   help=f"train with a named recipe instead of the variant's own: {describe_recipes()}")
     p.add_argument("--seed", type=int, default=SEED, metavar="N",
                    help="random seed, 0 to 2**64-1 (same seed, device and thread count: same weights)")
     cli.add_device(p)
@@ -95,7 +105,8 @@ def build_parser():
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs (samples, curves, misclassified)")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--cuda-graphs", action="store_true",
-                   help="capture each full batch's forward and backward as CUDA graphs (needs --device cuda)")
+                   help="capture each full batch's whole training step, optimizer included, as one CUDA graph "
+                        "(needs --device cuda)")
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (CUDA graphs on a GPU); compiling takes longer than "
                         "one CPU epoch, so it only pays on a GPU or over many epochs")
@@ -444,7 +455,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)  # before the model is built, so the seed sets the initial weights too
     model = load_checkpoint(args.init, args.model)[0] if args.init else build_model(args.model)
     args.model = model_name(model)
-    config = recipe(args.model, batch_size=args.batch_size, lr=args.lr, augment=args.augment)
+    config = recipe(args.model, args.recipe, batch_size=args.batch_size, lr=args.lr, augment=args.augment)
     train_x, train_y = data.load_mnist(args.data_dir, "train", args.device)
     test_x, test_y = data.load_mnist(args.data_dir, "test", args.device)
     check_batch_size(config["batch_size"], len(train_x), model)
@@ -457,7 +468,8 @@ def main(argv=None):
     print_summary(model)
     print(f"model {args.model}: {n_params:,} params | device {args.device} | epochs {args.epochs} | "
           f"batch {config['batch_size']} | lr {config['lr']} | augment {','.join(config['augment']) or 'none'} | "
-          f"seed {args.seed}" + (f" | init {args.init}" if args.init else ""))
+          f"seed {args.seed}" + (f" | recipe {args.recipe}" if args.recipe else "") +
+          (f" | init {args.init}" if args.init else ""))
 
     t_train = time.perf_counter()
     history, train_acc = train(trainable(model, args), train_x, train_y, config, args.epochs,
@@ -469,7 +481,7 @@ def main(argv=None):
 
     metadata = {
         "model": args.model, "params": n_params, "train_acc": round(train_acc, 4), "test_acc": round(test_acc, 4),
-        "epochs": args.epochs, "seed": args.seed, **config, "init": args.init, "device": args.device,
+        "epochs": args.epochs, "seed": args.seed, "recipe": args.recipe, **config, "init": args.init, "device": args.device,
         "cuda_graphs": args.cuda_graphs, "compile": args.compile, **provenance(),
         "timestamp": timestamp(), "train_s": round(train_s, 3),
     }
@@ -484,7 +496,7 @@ def main(argv=None):
         print(f"saved augmented_samples/, training_curves.png, misclassified_grid.png in {args.out_dir}")
     if test_acc < DIVERGED_BELOW:  # last, so that the line a user reads says it, and the exit code is 1
         raise cli.RunFailed(f"training diverged: test accuracy {test_acc:.2f}% is chance level; lower --lr "
-                            f"(the recipe's is {recipe(args.model)['lr']}) or --batch-size, or check the data")
+                            f"(the recipe's is {recipe(args.model, args.recipe)['lr']}) or --batch-size, or check the data")
     return path
 
 
