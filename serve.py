@@ -107,6 +107,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except cli.OneLineError as e:
             self.send_json(400, {"error": str(e)})
 
+    def send_error(self, code, message=None, explain=None):
+        """What http.server answers on its own (a malformed request line, an unsupported method such as
+        PUT or HEAD, headers too long), as one-line JSON too, like every other error here."""
+        self.close_connection = True
+        if self.command == "HEAD" or code < 200 or code in (204, 304):
+            return super().send_error(code, message, explain)  # answers that carry no body
+        reason = message or self.responses.get(code, ("error",))[0]
+        self.send_json(code, {"error": f"{reason}: open / in a browser, or POST an image to /predict"})
+
     def send_json(self, status, payload):
         self.send(status, json.dumps(payload).encode(), "application/json")
 

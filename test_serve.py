@@ -157,6 +157,25 @@ def test_other_paths_are_404_and_no_file_is_served(server, method, path):
     assert (status, kind) == (404, "application/json") and "error" in answer
 
 
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+def test_other_methods_are_a_json_error(server, method):
+    status, answer, kind = request(server, method, "/predict", b"x")
+    assert (status, kind) == (501, "application/json") and "POST an image to /predict" in answer["error"]
+
+
+@pytest.mark.parametrize("request_line, needle", [(b"NONSENSE", "Bad request syntax"),
+                                                   (b"GET / HTTP/9.9", "Invalid HTTP version")])
+def test_a_malformed_request_is_a_json_error(server, request_line, needle):
+    """http.server's own refusals are JSON too. (A request line it cannot parse gets the body alone, with
+    no status line: http.server answers such a line as HTTP/0.9.)"""
+    with socket.create_connection(server, timeout=30) as s:
+        s.sendall(request_line + b"\r\n\r\n")
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[-1])["error"].startswith(needle)
+
+
 def test_the_page_is_one_offline_file(server):
     status, page, kind = request(server, "GET", "/")
     assert status == 200 and kind == "text/html; charset=utf-8"
