@@ -142,9 +142,8 @@ def variant_recipe(entry, args):
     return name, train.recipe(name, recipe_name or None, batch_size=args.batch_size, lr=args.lr)
 
 
-def one_epoch(entry, model, images, labels, args, cuda_graphs=False):
-    """One quiet epoch of train.py's recipe for a --models entry; returns the running training accuracy."""
-    config = variant_recipe(entry, args)[1]
+def one_epoch(config, model, images, labels, args, cuda_graphs=False):
+    """One quiet epoch of a recipe (variant_recipe's); returns the running training accuracy."""
     return train.train(train.trainable(model, args), images, labels, config, 1, log=lambda *a: None,
                        cuda_graphs=cuda_graphs)[1]
 
@@ -152,19 +151,18 @@ def one_epoch(entry, model, images, labels, args, cuda_graphs=False):
 def train_variant(entry, seed, mnist, args):
     """One epoch of train.py's recipe for a --models entry: (epoch seconds, running train accuracy, test accuracy)."""
     (train_x, train_y), (test_x, test_y) = mnist
+    name, config = variant_recipe(entry, args)
     torch.manual_seed(seed)
-    model = build_model(variant_recipe(entry, args)[0]).to(args.device, memory_format=torch.channels_last)
+    model = build_model(name).to(args.device, memory_format=torch.channels_last)
     with Timer(args.device) as t:
-        train_acc = one_epoch(entry, model, train_x, train_y, args, args.cuda_graphs)
+        train_acc = one_epoch(config, model, train_x, train_y, args, args.cuda_graphs)
     test_acc = train.evaluate(model, test_x, test_y)[1]
     return t.seconds, train_acc, test_acc
 
 
 def epoch_images(n_train, config):
     """Images in one epoch of `config`: the training set, plus the printed digits its augmentation adds."""
-    strengths = config["augment_strengths"]
-    printed = 10 * strengths["printed_per_digit"] * strengths["printed_repeats"] if "printed" in config["augment"] else 0
-    return n_train + printed
+    return n_train + (data.printed_count(config["augment_strengths"]) if "printed" in config["augment"] else 0)
 
 
 def warm_up(names, mnist, args):
@@ -174,8 +172,9 @@ def warm_up(names, mnist, args):
         (train_x, train_y), _ = mnist
         torch.backends.cudnn.benchmark = True
         for entry in names:
-            model = build_model(variant_recipe(entry, args)[0]).to(args.device, memory_format=torch.channels_last)
-            one_epoch(entry, model, train_x[:4096], train_y[:4096], args)
+            name, config = variant_recipe(entry, args)
+            model = build_model(name).to(args.device, memory_format=torch.channels_last)
+            one_epoch(config, model, train_x[:4096], train_y[:4096], args)
 
 
 # ---------------------------------------------------------------- the reference pipeline

@@ -144,9 +144,15 @@ def affine_grid_28(theta):
     return t[..., 0] * coords[None, None, :, None] + t[..., 1] * coords[None, :, None, None] + t[..., 2]
 
 
+def printed_count(strengths):
+    """How many printed digits with_printed adds to the training set."""
+    return 10 * strengths["printed_per_digit"] * strengths["printed_repeats"]
+
+
 def with_printed(images, labels, strengths):
     """The training set with printed digits added after it: strengths["printed_per_digit"] of each digit
-    rendered once, each added strengths["printed_repeats"] times (each epoch's augmentation varies them)."""
+    rendered once, each added strengths["printed_repeats"] times (each epoch's augmentation varies them):
+    printed_count(strengths) in all."""
     printed, printed_labels = printed_digits(strengths["printed_per_digit"])
     repeats = strengths["printed_repeats"]
     return (torch.cat([images] + [printed.to(images.device)] * repeats),

@@ -229,17 +229,10 @@ def write(path, data):
         f.write(data)
 
 
-def png(array_uint8):
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array_uint8).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def write_sets(out, seed, photos, data_dir):
     """Write every set under `out`; returns {set name: number of images}."""
     from data import load_mnist
+    from plots import gray_png
 
     rng = np.random.default_rng(seed)
     counts = {}
@@ -250,7 +243,7 @@ def write_sets(out, seed, photos, data_dir):
                             "(e.g. apt-get install fonts-dejavu-core)")
 
     for i, label in enumerate(test_y.tolist()):
-        write(os.path.join(out, "mnist_png", str(label), f"{i:05d}.png"), png(test_x[i, 0].numpy()))
+        write(os.path.join(out, "mnist_png", str(label), f"{i:05d}.png"), gray_png(test_x[i, 0].numpy()))
     counts["mnist_png"] = len(test_y)
 
     picks = rng.permutation(len(test_y))
@@ -274,7 +267,7 @@ def write_sets(out, seed, photos, data_dir):
             top, left = int(rng.integers(0, canvas.shape[0] - h + 1)), int(rng.integers(0, canvas.shape[1] - w + 1))
             canvas[top:top + h, left:left + w] = mask
             write(os.path.join(out, "fonts", str(label), f"{f:04d}_{os.path.basename(path)}.png"),
-                  png(((1 - canvas) * 255).astype(np.uint8)))
+                  gray_png(((1 - canvas) * 255).astype(np.uint8)))
             n += 1
     counts["fonts"] = n
 
@@ -286,7 +279,7 @@ def write_sets(out, seed, photos, data_dir):
         digits = load_digits()
         for i, (image, label) in enumerate(zip(digits.images, digits.target)):
             write(os.path.join(out, "handwriting", str(label), f"{i:04d}.png"),
-                  png((image / 16 * 255).round().astype(np.uint8)))
+                  gray_png((image / 16 * 255).round().astype(np.uint8)))
         counts["handwriting"] = len(digits.target)
 
     n = 0
@@ -308,27 +301,19 @@ def write_sets(out, seed, photos, data_dir):
 
 # ---------------------------------------------------------------- scoring
 
-def answers(model, paths):
-    """(top probability, predicted digit) for each image, (0, -1) where no digit was found."""
-    import torch
-
-    from inference import probabilities
+def answers_for(model, paths):
+    """(top probability, predicted digit) for each image file, (0, -1) where no digit was found."""
+    from predict import answers
     from preprocess import prepare
 
-    digits, found = [], []
-    for path in paths:
+    def prepared(path):
         with open(path, "rb") as f:
             try:
-                digits.append(prepare(f.read(), path))
-                found.append(True)
+                return prepare(f.read(), path)
             except cli.UserError:
-                found.append(False)
-    top = torch.zeros(len(paths))
-    preds = torch.full((len(paths),), -1)
-    if digits:
-        probs = probabilities(model, torch.stack(digits))
-        top[torch.tensor(found)], preds[torch.tensor(found)] = probs.max(1)
-    return top, preds
+                return None
+
+    return answers(model, [prepared(path) for path in paths])
 
 
 def score(checkpoint, out):
@@ -345,13 +330,13 @@ def score(checkpoint, out):
         items, _ = labelled_images(os.path.join(out, name))
         if not items:
             continue
-        top, preds = answers(model, [p for p, _ in items])
+        top, preds = answers_for(model, [p for p, _ in items])
         labels = torch.tensor([label for _, label in items])
         flagged = (top < LOW_CONFIDENCE) & (preds >= 0)
         print(f"{name:12s} {len(items):7,d} {100 * (preds == labels).float().mean():8.2f}% "
               f"{100 * flagged.float().mean():22.2f}% {int((preds < 0).sum()):15d}")
     paths = sorted(glob.glob(os.path.join(out, "nondigits", "*")))
-    top, preds = answers(model, paths)
+    top, preds = answers_for(model, paths)
     kinds = [os.path.basename(p).split("_")[0] for p in paths]
     for kind in sorted(set(kinds)):
         pick = torch.tensor([k == kind for k in kinds])

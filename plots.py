@@ -54,13 +54,18 @@ def image_grid(images, titles, path, cols=8):
     save(fig, path)
 
 
-def digit_png(digit_uint8):
-    """A (1, 28, 28) uint8 digit as the bytes of a 28x28 grayscale PNG, exactly the pixels the model takes."""
+def gray_png(array_uint8):
+    """An (H, W) uint8 array as the bytes of a grayscale PNG of exactly those pixels."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(digit_uint8[0].numpy()).save(buf, "PNG")
+    Image.fromarray(array_uint8).save(buf, "PNG")
     return buf.getvalue()
+
+
+def digit_png(digit_uint8):
+    """A (1, 28, 28) uint8 digit as the bytes of a 28x28 grayscale PNG, exactly the pixels the model takes."""
+    return gray_png(digit_uint8[0].numpy())
 
 
 def save_digit(digit_uint8, path):

@@ -24,7 +24,7 @@ import torch
 import plots
 from checkpoint import load_checkpoint
 from data import load_mnist
-from inference import LOW_CONFIDENCE, low_confidence, probabilities
+from inference import low_confidence, probabilities
 from model import MODELS
 from preprocess import FORMATS, prepare, read_image, to_mnist
 
@@ -138,6 +138,16 @@ def labelled_images(folder):
     return sorted(found), unlabelled
 
 
+def answers(model, digits):
+    """(top probability, predicted digit) for each prepared digit of a list, (0, -1) where it is None
+    (no digit found)."""
+    found = [i for i, d in enumerate(digits) if d is not None]
+    top, preds = torch.zeros(len(digits)), torch.full((len(digits),), -1, dtype=torch.long)
+    if found:
+        top[found], preds[found] = probabilities(model, torch.stack([digits[i] for i in found])).max(1)
+    return top, preds
+
+
 def evaluate_folder(model, folder, out_dir):
     """Accuracy of the model on the user's own labelled images; writes confusion_matrix.png and misses.png."""
     cli.check_out_dir(out_dir)
@@ -158,10 +168,7 @@ def evaluate_folder(model, folder, out_dir):
         labels.append(label)
     if not labels:
         raise cli.UserError(f"no labelled image under {folder!r}: {LABEL_HELP}")
-    found = [i for i, d in enumerate(digits) if d is not None]
-    preds = torch.full((len(labels),), -1, dtype=torch.long)
-    if found:
-        preds[found] = probabilities(model, torch.stack([digits[i] for i in found])).argmax(1)
+    preds = answers(model, digits)[1]
     labels = torch.tensor(labels)
     print(f"{len(labels):,} labelled images under {folder}" +
           (f"; {int((preds < 0).sum())} with no digit found (counted as wrong)" if (preds < 0).any() else "") +

@@ -135,5 +135,6 @@ def test_with_printed_appends_after_the_given_images(mnist_train):
     images, labels = mnist_train[0][:100], mnist_train[1][:100]
     strengths = dict(STRENGTHS, printed_per_digit=4, printed_repeats=2)
     more, more_labels = data.with_printed(images, labels, strengths)
-    assert len(more) == 100 + 2 * 40 and torch.equal(more[:100], images) and torch.equal(more[100:140], more[140:])
+    assert len(more) == 100 + 2 * 40 == 100 + data.printed_count(strengths)
+    assert torch.equal(more[:100], images) and torch.equal(more[100:140], more[140:])
     assert torch.equal(more_labels[:100], labels)

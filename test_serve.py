@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 import serve
 from inference import probabilities
+from plots import gray_png
 from preprocess import prepare
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,10 +65,15 @@ def request(server, method, path, body=None, headers=None):
         conn.close()
 
 
-def png(array_uint8):
-    buf = io.BytesIO()
-    Image.fromarray(array_uint8).save(buf, "PNG")
-    return buf.getvalue()
+def raw_reply(server, data):
+    """Everything the server sends back for these raw bytes, up to its closing the connection (headers and
+    body may come in separate packets)."""
+    reply = b""
+    with socket.create_connection(server, timeout=30) as s:
+        s.sendall(data)
+        while chunk := s.recv(4096):
+            reply += chunk
+    return reply
 
 
 def photo_of(digit_uint8, size=300):
@@ -113,7 +119,7 @@ def test_a_drawing_is_read(server, digit):
 
 @pytest.mark.parametrize("body, status, needle", [
     (b"hello, not an image", 400, "the uploaded image is not a readable image (UnidentifiedImageError): pass an image"),
-    (png(torch.full((64, 64), 255, dtype=torch.uint8).numpy()), 400, "no digit found"),
+    (gray_png(torch.full((64, 64), 255, dtype=torch.uint8).numpy()), 400, "no digit found"),
     (b"", 400, "the request body is empty"),
 ])
 def test_bad_bodies_are_a_json_error(server, body, status, needle):
@@ -140,12 +146,7 @@ def test_a_body_over_10mb_is_refused_unread(server):
 
 
 def test_a_body_without_length_is_refused(server):
-    with socket.create_connection(server, timeout=30) as s:
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n")
-        reply = b""
-        while chunk := s.recv(4096):  # headers and body may come in separate packets; the server then closes
-            reply += chunk
-    head, body = reply.decode().split("\r\n\r\n", 1)
+    head, body = raw_reply(server, b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n").decode().split("\r\n\r\n", 1)
     assert head.startswith("HTTP/1.0 411") and "Connection: close" in head
     assert "Content-Length" in json.loads(body)["error"]
 
@@ -168,11 +169,7 @@ def test_other_methods_are_a_json_error(server, method):
 def test_a_malformed_request_is_a_json_error(server, request_line, needle):
     """http.server's own refusals are JSON too. (A request line it cannot parse gets the body alone, with
     no status line: http.server answers such a line as HTTP/0.9.)"""
-    with socket.create_connection(server, timeout=30) as s:
-        s.sendall(request_line + b"\r\n\r\n")
-        reply = b""
-        while chunk := s.recv(4096):
-            reply += chunk
+    reply = raw_reply(server, request_line + b"\r\n\r\n")
     assert json.loads(reply.split(b"\r\n\r\n", 1)[-1])["error"].startswith(needle)
 
 
@@ -300,7 +297,7 @@ def test_the_page_in_a_real_browser(server, mnist_test, tmp_path):
 
         images, labels = mnist_test
         upload = tmp_path / "mnist_test_digit.png"
-        upload.write_bytes(png(255 - images[3][0].numpy()))
+        upload.write_bytes(gray_png(255 - images[3][0].numpy()))
         page.set_input_files("#file", str(upload))
         expect(page.locator("#answer")).to_have_text(str(int(labels[3])), timeout=15_000)
 
