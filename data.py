@@ -19,7 +19,7 @@ from cli import UserError
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-IMAGE_AUGMENTATIONS = ("rotate", "affine", "erase", "noise")  # what augment() does to each image
+IMAGE_AUGMENTATIONS = ("rotate", "affine", "lowres", "erase", "noise")  # what augment() does to each image
 AUGMENTATIONS = IMAGE_AUGMENTATIONS + ("printed",)  # and printed digits added to the training set
 
 
@@ -116,6 +116,15 @@ def augment(x, kinds, strengths):
             torch.stack([-sin, cos - sin * tan, shift[:, 1]], 1),
         ], 1) / scale[:, None, None]
         x = F.grid_sample(x, affine_grid_28(theta), mode="bilinear", padding_mode="zeros", align_corners=False)
+    if "lowres" in kinds:
+        # A low-resolution scan: lowres_prob of the samples shrunk to a side of lowres_px (the whole
+        # 28-pixel field; the digit spans 20/28 of it) and scaled back up, blocky detail blurred away.
+        pick = (torch.rand(b, device=dev) < s["lowres_prob"]).nonzero().flatten()
+        sides = torch.randint(s["lowres_px"][0], s["lowres_px"][1] + 1, (len(pick),), device=dev)
+        for side in sides.unique().tolist():
+            rows = pick[sides == side]
+            small = F.interpolate(x[rows], size=(side, side), mode="area")
+            x = x.index_put((rows,), F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False))
     if "erase" in kinds:
         area = uniform(*s["erase_area"]) * 28 * 28
         aspect = torch.exp(uniform(math.log(0.5), math.log(2.0)))
@@ -162,16 +171,20 @@ def with_printed(images, labels, strengths):
 def printed_digits(per_digit, seed=0):
     """Printed digits, which MNIST's handwriting lacks: (N, 1, 28, 28) uint8 and labels, framed as MNIST's.
 
-    Drawn with the two fonts inside Pillow itself (Aileron, a sans serif, and a small bitmap font, so
-    nothing depends on the fonts a machine has), at varied sizes, weights and widths, with the written
-    variants fonts and hands use and MNIST rarely shows: the 1 with a base, the 7 with a crossbar, the
-    dotted and the slashed 0. Its own random generator: the training run's draws are untouched."""
+    Drawn with the fonts that ship inside Pillow (Aileron, a sans serif, and a small bitmap font) and
+    matplotlib (PRINTED_FONTS: DejaVu Sans, Serif and Mono, STIX, Computer Modern), so nothing depends
+    on the fonts a machine has; at varied sizes, weights and widths, with the written variants fonts
+    and hands use and MNIST rarely shows: the 1 with a base, the 1 with a flag and no base (drawn, as
+    these fonts' 1s have bases), the 7 with a crossbar, the dotted and the slashed 0. Its own random
+    generator: the training run's draws are untouched."""
     from PIL import Image, ImageDraw, ImageFont
 
     from preprocess import frame
 
     rng = torch.Generator().manual_seed(seed)
-    fonts = {size: ImageFont.load_default(size=size) for size in (24, 32, 48, 64, 96)}
+    sizes = (24, 32, 48, 64, 96)
+    fonts = [{size: ImageFont.load_default(size=size) for size in sizes}] + [
+        {size: ImageFont.truetype(path, size) for size in sizes} for path in matplotlib_fonts()]
     bitmap = ImageFont.load_default_imagefont()
     digits, labels = [], []
 
@@ -193,12 +206,20 @@ def printed_digits(per_digit, seed=0):
                 scale = pick([3, 4, 6, 8])
                 img = img.resize((img.width * scale, img.height * scale), Image.BILINEAR)
             else:
-                size = pick(list(fonts))
-                img, (x, y, w, h) = draw(fonts[size], str(d), stroke=pick([0, 0, 1, 2, 3]) * size // 24)
+                size = pick(sizes)
+                img, (x, y, w, h) = draw(pick(fonts)[size], str(d), stroke=pick([0, 0, 1, 2]) * size // 32)
                 line = max(2, h // 9)
-                variant = pick({0: ["", "dot", "slash"], 1: ["", "base"], 7: ["", "bar"]}.get(d, [""]))
+                variants = {0: ["", "dot", "slash"], 1: ["", "base", "flag", "flag"], 7: ["", "bar"]}
+                variant = pick(variants.get(d, [""]))
                 pen = ImageDraw.Draw(img)
-                if variant == "dot":
+                if variant == "flag":  # the sans 1, stem and flag with no base: drawn, as few fonts here have it
+                    img, line = Image.new("L", (2 * h, 2 * h), 0), round(h * pick([0.08, 0.12, 0.16, 0.2]))
+                    flag, angle = h * pick([0.25, 0.35, 0.45]), math.radians(pick([20, 35, 50, 65]))
+                    pen = ImageDraw.Draw(img)
+                    pen.line((h, h / 2, h, h * 1.5), fill=255, width=line)
+                    pen.line((h + line / 3, h / 2, h - flag * math.cos(angle), h / 2 + flag * math.sin(angle)),
+                             fill=255, width=line)
+                elif variant == "dot":
                     pen.ellipse((x + w / 2 - line, y + h / 2 - line, x + w / 2 + line, y + h / 2 + line), fill=255)
                 elif variant == "slash":
                     pen.line((x + w * 0.8, y + h * 0.15, x + w * 0.2, y + h * 0.85), fill=255, width=line)
@@ -213,6 +234,24 @@ def printed_digits(per_digit, seed=0):
             digits.append(frame(pixels.float() / 255))
             labels.append(d)
     return torch.stack(digits), torch.tensor(labels)
+
+
+# matplotlib's bundled fonts whose digits are plain digits (its cmmi10 has old-style figures, and the
+# symbol and STIX size fonts none): the same files in every matplotlib release since 2.0.
+PRINTED_FONTS = [
+    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf",
+    "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
+    "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
+    "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmti10.ttf"]
+
+
+def matplotlib_fonts():
+    """Paths of PRINTED_FONTS inside the installed matplotlib."""
+    import matplotlib
+
+    folder = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf")
+    return [os.path.join(folder, name) for name in PRINTED_FONTS]
 
 
 def augmented_images(images, idx, kinds, strengths):

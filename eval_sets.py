@@ -9,7 +9,9 @@ Sets (each image in <set>/<label>/, as predict.py --evaluate DIR reads them):
                grey, tinted or lined), at varied scale, position and rotation, with thin pen to thick
                marker, lighting gradients, vignetting, soft shadows, blur, sensor noise and JPEG
   fonts        each digit of every installed TrueType/OpenType font whose digits are digits (not
-               pictures, not boxed: see digit_fonts), at varied size and position, dark on white
+               pictures, not boxed: see digit_fonts), at varied size and position, dark on white,
+               except the families train.py's printed digits are drawn in (TRAINED_FAMILIES) ...
+  fonts_trained  ... which are here: the score on fonts the model has seen
   handwriting  scikit-learn's 1,797 UCI handwritten digits (43 writers, not MNIST's), as the 8x8
                images they are stored as; left out when scikit-learn is not installed
   mnist_png    the 10,000 MNIST test digits as PNG files: reading from a file must not cost accuracy
@@ -30,6 +32,9 @@ NONDIGIT_LETTERS = "ACEFHKMNPRUVWXYacdefhkmnprtuvwxy"  # letters no one would ta
 SHAPES = ("square", "triangle", "star", "smiley", "cross", "heart", "arrow", "spiral")
 PAPERS = {"white": (246, 246, 242), "grey": (196, 196, 192), "cream": (245, 236, 200), "blue": (222, 232, 246),
           "green": (226, 242, 222), "pink": (246, 226, 232)}
+# The families of data.PRINTED_FONTS (matplotlib's DejaVu, STIX and Computer Modern), which train.py
+# draws printed digits in: kept out of "fonts" and the photos, so that those measure unseen fonts.
+TRAINED_FAMILIES = ("DejaVu", "STIX", "cm", "lm")  # lm: Latin Modern, Computer Modern's successor
 INKS = {"black": (20, 20, 24), "blue": (28, 42, 140), "dark blue": (16, 24, 70), "red": (150, 24, 30),
         "pencil": (90, 90, 96), "green": (20, 90, 40)}
 
@@ -81,6 +86,11 @@ def framed(glyph):
     if min(glyph.shape) <= 4:
         return False
     return all((side > 0.5).mean() > 0.7 for side in (glyph[1], glyph[-2], glyph[:, 1], glyph[:, -2]))
+
+
+def trained_family(font_path):
+    """Whether train.py's printed digits are drawn in this font's family."""
+    return os.path.basename(font_path).startswith(TRAINED_FAMILIES)
 
 
 def glyph(font_path, text, height, rng):
@@ -246,6 +256,7 @@ def write_sets(out, seed, photos, data_dir):
         write(os.path.join(out, "mnist_png", str(label), f"{i:05d}.png"), gray_png(test_x[i, 0].numpy()))
     counts["mnist_png"] = len(test_y)
 
+    unseen = [path for path in fonts if not trained_family(path)] or fonts
     picks = rng.permutation(len(test_y))
     for i in range(photos):
         if i % 2 == 0:  # half MNIST test digits, half font digits
@@ -253,12 +264,13 @@ def write_sets(out, seed, photos, data_dir):
             label, mask = int(test_y[index]), test_x[index, 0].numpy().astype(np.float32) / 255
         else:
             label = int(rng.integers(0, 10))
-            mask = glyph(fonts[int(rng.integers(len(fonts)))], str(label), 160, rng)
+            mask = glyph(unseen[int(rng.integers(len(unseen)))], str(label), 160, rng)
         write(os.path.join(out, "photo", str(label), f"{i:05d}.jpg"), photograph(mask, rng))
     counts["photo"] = photos
 
-    n = 0
+    counts["fonts"] = counts["fonts_trained"] = 0
     for f, path in enumerate(fonts):
+        folder = "fonts_trained" if trained_family(path) else "fonts"
         for label in range(10):
             size = int(rng.integers(16, 160))
             mask = glyph(path, str(label), size, rng)
@@ -266,10 +278,9 @@ def write_sets(out, seed, photos, data_dir):
             canvas = np.zeros((h + int(rng.integers(4, 3 * h)), w + int(rng.integers(4, 3 * h))), np.float32)
             top, left = int(rng.integers(0, canvas.shape[0] - h + 1)), int(rng.integers(0, canvas.shape[1] - w + 1))
             canvas[top:top + h, left:left + w] = mask
-            write(os.path.join(out, "fonts", str(label), f"{f:04d}_{os.path.basename(path)}.png"),
+            write(os.path.join(out, folder, str(label), f"{f:04d}_{os.path.basename(path)}.png"),
                   gray_png(((1 - canvas) * 255).astype(np.uint8)))
-            n += 1
-    counts["fonts"] = n
+            counts[folder] += 1
 
     try:
         from sklearn.datasets import load_digits
@@ -325,15 +336,15 @@ def score(checkpoint, out):
     from predict import labelled_images
 
     model, _ = load_checkpoint(checkpoint)
-    print(f"\n{'set':12s} {'images':>7s} {'accuracy':>9s} {'flagged low confidence':>23s} {'no digit found':>15s}")
-    for name in ("mnist_png", "photo", "fonts", "handwriting"):
+    print(f"\n{'set':13s} {'images':>7s} {'accuracy':>9s} {'flagged low confidence':>23s} {'no digit found':>15s}")
+    for name in ("mnist_png", "photo", "fonts", "fonts_trained", "handwriting"):
         items, _ = labelled_images(os.path.join(out, name))
         if not items:
             continue
         top, preds = answers_for(model, [p for p, _ in items])
         labels = torch.tensor([label for _, label in items])
         flagged = (top < LOW_CONFIDENCE) & (preds >= 0)
-        print(f"{name:12s} {len(items):7,d} {100 * (preds == labels).float().mean():8.2f}% "
+        print(f"{name:13s} {len(items):7,d} {100 * (preds == labels).float().mean():8.2f}% "
               f"{100 * flagged.float().mean():22.2f}% {int((preds < 0).sum()):15d}")
     paths = sorted(glob.glob(os.path.join(out, "nondigits", "*")))
     top, preds = answers_for(model, paths)

@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import cli
 import data
@@ -69,7 +70,7 @@ def test_augmentation_keeps_shape_dtype_range(kinds, mnist_train):
     assert not torch.equal(out, x)
 
 
-@pytest.mark.parametrize("kinds", [[k] for k in data.IMAGE_AUGMENTATIONS])
+@pytest.mark.parametrize("kinds", [[k] for k in data.IMAGE_AUGMENTATIONS if k != "lowres"])  # 4 sizes: below
 def test_augmentation_differs_per_sample(kinds, mnist_train):
     """64 copies of one image come out as different images: the random parameters are per sample."""
     torch.manual_seed(0)
@@ -78,6 +79,21 @@ def test_augmentation_differs_per_sample(kinds, mnist_train):
     distinct = {tuple(o.flatten().tolist()) for o in changed}
     assert len(changed) >= 4  # erasing (p=0.5) and noise (10% of a batch) leave the rest as they were
     assert len(distinct) >= 0.9 * len(changed)  # two erased boxes can, rarely, cover the same pixels
+
+
+def test_lowres_blurs_its_share_of_the_samples_and_keeps_their_ink(mnist_train):
+    """A low-resolution scan: every picked digit loses its sharp edges, keeps its ink where it was, and
+    takes one of the lowres_px sizes; lowres_prob 0 leaves the batch alone."""
+    x = mnist_train[0][:256].float() / 255
+    out = data.augment(x, ["lowres"], dict(STRENGTHS, lowres_prob=1.0, lowres_px=[11, 14]))
+    edges = lambda im: (im[..., 1:] - im[..., :-1]).abs().flatten(1).sum(1)  # noqa: E731
+    assert (edges(out) < edges(x)).all() and (edges(out) / edges(x)).median() < 0.8
+    assert torch.allclose(out.flatten(1).sum(1), x.flatten(1).sum(1), rtol=0.3)
+    assert F.cosine_similarity(out.flatten(1), x.flatten(1)).min() > 0.6  # the same digit, blurred
+    distinct = {tuple(o.flatten().tolist()) for o in data.augment(x[:1].repeat(64, 1, 1, 1), ["lowres"],
+                                                                 dict(STRENGTHS, lowres_prob=1.0))}
+    assert 2 <= len(distinct) <= 4  # one per side in lowres_px
+    assert torch.equal(data.augment(x, ["lowres"], dict(STRENGTHS, lowres_prob=0.0)), x)
 
 
 def test_strengths_bound_the_augmentation(mnist_train):
@@ -122,6 +138,16 @@ def test_printed_digits_are_framed_as_mnists_and_reproducible():
     rows = (images[:, 0] > 0).any(2)
     heights = rows.float().sum(1)
     assert heights.max() <= 22 and heights.min() >= 12  # a 20-pixel box, strokes evened
+
+
+def test_printed_fonts_ship_with_matplotlib_and_draw_ten_distinct_digits():
+    """The fonts printed digits are drawn in come with the installed matplotlib, on any machine."""
+    from PIL import ImageFont
+
+    for path in data.matplotlib_fonts():
+        font = ImageFont.truetype(path, 32)
+        masks = {bytes(font.getmask(str(d))) for d in range(10)}
+        assert len(masks) == 10, path
 
 
 def test_printed_digits_leave_the_training_rng_alone():

@@ -44,6 +44,15 @@ def test_installed_digit_fonts_draw_digits():
     assert 40 <= glyph.shape[0] <= 90 and glyph.max() > 0.9
 
 
+def test_fonts_the_model_trains_on_are_scored_apart():
+    """Every font train.py draws printed digits in is of a TRAINED_FAMILY, so "fonts" holds unseen ones."""
+    import data
+
+    assert all(eval_sets.trained_family(path) for path in data.matplotlib_fonts())
+    assert eval_sets.trained_family("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf")
+    assert not eval_sets.trained_family("/usr/share/fonts/truetype/roboto/Roboto-Regular.ttf")
+
+
 @pytest.mark.slow
 def test_sets_are_written_and_scored(trained, tmp_path, data_dir, script):
     if not eval_sets.digit_fonts():
@@ -59,3 +68,4 @@ def test_sets_are_written_and_scored(trained, tmp_path, data_dir, script):
     assert float(rows["mnist_png"][2].rstrip("%")) >= 99.0
     assert float(rows["photo"][2].rstrip("%")) >= 80.0
     assert "non-digits, letters" in result.stdout
+    assert "fonts_trained" in rows or not any(eval_sets.trained_family(p) for p in eval_sets.digit_fonts())
