@@ -126,7 +126,9 @@ def load_checkpoint(pth, name=None):
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError):
-        raise UserError(f"{pth} does not hold {name!r} weights (another variant?): pass the right --model") from None
+        raise UserError(f"{pth} does not hold {name!r} weights as model.py builds it (another variant? or from "
+                        f"before a change to it: the sidecar's git_commit says which): pass the right --model, "
+                        f"or train it again") from None
     if not all(v.isfinite().all() for v in model.state_dict().values() if v.is_floating_point()):
         raise UserError(f"{pth} holds NaN or infinite weights (the run that wrote it diverged): train it again")
     return model, sidecar

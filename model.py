@@ -17,6 +17,16 @@ def conv_bn_act(c_in, c_out, kernel=3, padding=1, stride=1, act=nn.ReLU):
             nn.BatchNorm2d(c_out), act(inplace=True)]
 
 
+class CenterCrop(nn.Module):
+    """The centre 24x24 of the 28x28 input. MNIST framed its digits in a 20x20 box centred by mass, so the
+    2-pixel frame holds 0.23% of the ink (train and test sets alike); every map after it has 0.73x the
+    area, and 24 halves to 12, 6 and 3 with nothing floored away. On FastNet, WideNet and TinyNet it
+    cut the CPU epoch by 12-22% and raised one-epoch test accuracy (README, "Crop")."""
+
+    def forward(self, x):
+        return x[:, :, 2:26, 2:26]
+
+
 class MnistNet(nn.Module):
     """Base class: subclasses set `self.net`; forward returns log_softmax of its logits.
     `documented_params` is the count the README gives; test_model.py holds every variant to it."""
@@ -31,8 +41,9 @@ class MnistNet(nn.Module):
 # ---------------------------------------------------------------- this project's designs
 
 class FastNet(MnistNet):
-    """Default, 19,354 params, built for speed. A stride-2 first conv puts every later layer at
-    14x14 or 7x7: BatchNorm and conv passes over 28x28 maps are what dominate a CPU epoch.
+    """Default, 19,354 params, built for speed. A stride-2 first conv on the centre crop puts every
+    later layer at 12x12 or 6x6: BatchNorm and conv passes over full-resolution maps are what dominate a
+    CPU epoch.
     The flattened 3x3 head keeps position information that global pooling would throw away."""
 
     documented_params = 19_354
@@ -40,11 +51,12 @@ class FastNet(MnistNet):
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
-            *conv_bn_act(1, 16, stride=2),  # 16x14x14, RF 3
-            *conv_bn_act(16, 16),           # 16x14x14, RF 7
-            nn.MaxPool2d(2),                # 16x7x7,   RF 9
-            *conv_bn_act(16, 32),           # 32x7x7,   RF 17
-            *conv_bn_act(32, 32),           # 32x7x7,   RF 25
+            CenterCrop(),                   # 1x24x24
+            *conv_bn_act(1, 16, stride=2),  # 16x12x12, RF 3
+            *conv_bn_act(16, 16),           # 16x12x12, RF 7
+            nn.MaxPool2d(2),                # 16x6x6,   RF 9
+            *conv_bn_act(16, 32),           # 32x6x6,   RF 17
+            *conv_bn_act(32, 32),           # 32x6x6,   RF 25
             nn.MaxPool2d(2),                # 32x3x3,   RF 29
             nn.Flatten(),
             nn.Linear(32 * 3 * 3, 10),
@@ -62,12 +74,13 @@ class WideNet(MnistNet):
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
-            *conv_bn_act(1, 16, act=nn.SiLU),   # 16x28x28, RF 3
-            nn.MaxPool2d(2),                    # 16x14x14, RF 4
-            *conv_bn_act(16, 24, act=nn.SiLU),  # 24x14x14, RF 8
-            nn.MaxPool2d(2),                    # 24x7x7,   RF 10
-            *conv_bn_act(24, 32, act=nn.SiLU),  # 32x7x7,   RF 18
-            *conv_bn_act(32, 32, act=nn.SiLU),  # 32x7x7,   RF 26
+            CenterCrop(),                       # 1x24x24
+            *conv_bn_act(1, 16, act=nn.SiLU),   # 16x24x24, RF 3
+            nn.MaxPool2d(2),                    # 16x12x12, RF 4
+            *conv_bn_act(16, 24, act=nn.SiLU),  # 24x12x12, RF 8
+            nn.MaxPool2d(2),                    # 24x6x6,   RF 10
+            *conv_bn_act(24, 32, act=nn.SiLU),  # 32x6x6,   RF 18
+            *conv_bn_act(32, 32, act=nn.SiLU),  # 32x6x6,   RF 26
             nn.MaxPool2d(2),                    # 32x3x3,   RF 30
             nn.Flatten(),
             nn.Linear(32 * 3 * 3, 10),
@@ -75,22 +88,25 @@ class WideNet(MnistNet):
 
 
 class TinyNet(MnistNet):
-    """Under 8,000 params (7,986): WideNet's plan at half the width, plus a second 28x28 conv.
-    At this size the extra full-resolution layer is worth more than width later on."""
+    """Under 8,000 params (7,986): WideNet's plan at half the width, plus a second full-resolution conv.
+    At this size the extra full-resolution layer is worth more than width later on. SiLU, as WideNet:
+    with the crop and batch 64, 99.24% mean one-epoch test accuracy (seeds 1-5) against ReLU's 99.15%
+    at batch 128."""
 
     documented_params = 7_986
 
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
-            *conv_bn_act(1, 8),    # 8x28x28,  RF 3
-            *conv_bn_act(8, 8),    # 8x28x28,  RF 5
-            nn.MaxPool2d(2),       # 8x14x14,  RF 6
-            *conv_bn_act(8, 16),   # 16x14x14, RF 10
-            nn.MaxPool2d(2),       # 16x7x7,   RF 12
-            *conv_bn_act(16, 16),  # 16x7x7,   RF 20
-            *conv_bn_act(16, 16),  # 16x7x7,   RF 28
-            nn.MaxPool2d(2),       # 16x3x3,   RF 32
+            CenterCrop(),                       # 1x24x24
+            *conv_bn_act(1, 8, act=nn.SiLU),    # 8x24x24,  RF 3
+            *conv_bn_act(8, 8, act=nn.SiLU),    # 8x24x24,  RF 5
+            nn.MaxPool2d(2),                    # 8x12x12,  RF 6
+            *conv_bn_act(8, 16, act=nn.SiLU),   # 16x12x12, RF 10
+            nn.MaxPool2d(2),                    # 16x6x6,   RF 12
+            *conv_bn_act(16, 16, act=nn.SiLU),  # 16x6x6,   RF 20
+            *conv_bn_act(16, 16, act=nn.SiLU),  # 16x6x6,   RF 28
+            nn.MaxPool2d(2),                    # 16x3x3,   RF 32
             nn.Flatten(),
             nn.Linear(16 * 3 * 3, 10),
         )

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from data import affine_grid_28, normalize, to_input
 from inference import probabilities
-from model import MODELS, MNISTModel, build_model, count_params, model_name, selected_model
+from model import MODELS, CenterCrop, MNISTModel, build_model, count_params, model_name, selected_model
 
 BUDGET, TINY_BUDGET = 25_000, 8_000
 OVER_BUDGET = {"ref_baseline_52k"}  # the 52k reference baseline, kept for comparison
@@ -242,6 +242,26 @@ def receptive_field(mods):
             s = m.stride if isinstance(m.stride, int) else m.stride[0]
             rf, jump = rf + (k - 1) * jump, jump * s
     return rf
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if any(isinstance(m, CenterCrop) for m in layers(n))])
+def test_cropping_models_ignore_the_frame_and_keep_the_centre(name, mnist_test):
+    """A CenterCrop model's answer does not depend on the 2-pixel frame, and does on the centre."""
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    x = to_input(mnist_test[0][:8])
+    framed, centre = x.clone(), x.clone()
+    framed[:, :, :2] = framed[:, :, -2:] = framed[:, :, :, :2] = framed[:, :, :, -2:] = 3.0
+    centre[:, :, 2:26, 2:26] = 3.0
+    with torch.no_grad():
+        assert torch.equal(model(framed), model(x))
+        assert not torch.allclose(model(centre), model(x))
+
+
+def test_mnist_ink_outside_the_crop_is_negligible(mnist_test):
+    """What CenterCrop rests on: MNIST's 2-pixel frame holds under 0.5% of its ink."""
+    ink = mnist_test[0].float()
+    assert ink[:, :, 2:26, 2:26].sum() > 0.995 * ink.sum()
 
 
 def test_receptive_field_calculator():
