@@ -20,8 +20,8 @@ def conv_bn_act(c_in, c_out, kernel=3, padding=1, stride=1, act=nn.ReLU):
 class CenterCrop(nn.Module):
     """The centre 24x24 of the 28x28 input. MNIST framed its digits in a 20x20 box centred by mass, so the
     2-pixel frame holds 0.23% of the ink (train and test sets alike); every map after it has 0.73x the
-    area, and 24 halves to 12, 6 and 3 with nothing floored away. On FastNet, WideNet and TinyNet it
-    cut the CPU epoch by 12-22% and raised one-epoch test accuracy (README, "Crop")."""
+    area, and 24 halves to 12, 6 and 3 with nothing floored away. On WideNet it cut the CPU epoch by 12%
+    (99.38% mean test, 5 seeds), on TinyNet by 22% (99.15% against 99.10%, before its SiLU)."""
 
     def forward(self, x):
         return x[:, :, 2:26, 2:26]
@@ -41,9 +41,10 @@ class MnistNet(nn.Module):
 # ---------------------------------------------------------------- this project's designs
 
 class FastNet(MnistNet):
-    """Default, 19,354 params, built for speed. A stride-2 first conv on the centre crop puts every
-    later layer at 12x12 or 6x6: BatchNorm and conv passes over full-resolution maps are what dominate a
-    CPU epoch.
+    """Default, 19,354 params, built for speed. A stride-2 first conv puts every later layer at
+    14x14 or 7x7: BatchNorm and conv passes over 28x28 maps are what dominate a CPU epoch. No
+    CenterCrop: it would make the epoch 14% shorter, but it cost 0.5 points on unseen fonts and 0.2 on
+    photos (mean of 3 seeds), and this is the model that reads users' digits.
     The flattened 3x3 head keeps position information that global pooling would throw away."""
 
     documented_params = 19_354
@@ -51,12 +52,11 @@ class FastNet(MnistNet):
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
-            CenterCrop(),                   # 1x24x24
-            *conv_bn_act(1, 16, stride=2),  # 16x12x12, RF 3
-            *conv_bn_act(16, 16),           # 16x12x12, RF 7
-            nn.MaxPool2d(2),                # 16x6x6,   RF 9
-            *conv_bn_act(16, 32),           # 32x6x6,   RF 17
-            *conv_bn_act(32, 32),           # 32x6x6,   RF 25
+            *conv_bn_act(1, 16, stride=2),  # 16x14x14, RF 3
+            *conv_bn_act(16, 16),           # 16x14x14, RF 7
+            nn.MaxPool2d(2),                # 16x7x7,   RF 9
+            *conv_bn_act(16, 32),           # 32x7x7,   RF 17
+            *conv_bn_act(32, 32),           # 32x7x7,   RF 25
             nn.MaxPool2d(2),                # 32x3x3,   RF 29
             nn.Flatten(),
             nn.Linear(32 * 3 * 3, 10),

@@ -11,8 +11,8 @@ from model import build_model
 
 
 def test_benchmark_macs_count():
-    # on the 24x24 crop: conv 1->16 3x3 s2 on 12x12 + 16->16 at 12x12 + 16->32 and 32->32 at 6x6 + FC 288->10
-    expected = 144 * 16 * 9 + 144 * 16 * 144 + 36 * 32 * 144 + 36 * 32 * 288 + 2880
+    # conv 1->16 3x3 s2 on 14x14 + 16->16 at 14x14 + 16->32 and 32->32 at 7x7 + FC 288->10
+    expected = 196 * 16 * 9 + 196 * 16 * 144 + 49 * 32 * 144 + 49 * 32 * 288 + 2880
     assert benchmark.macs_per_image(build_model("fastnet")) == expected
 
 
