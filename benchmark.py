@@ -148,10 +148,9 @@ def one_epoch(config, model, images, labels, args, cuda_graphs=False):
                        cuda_graphs=cuda_graphs)[1]
 
 
-def train_variant(entry, seed, mnist, args):
-    """One epoch of train.py's recipe for a --models entry: (epoch seconds, running train accuracy, test accuracy)."""
+def train_variant(name, config, seed, mnist, args):
+    """One epoch of variant `name` with `config`: (epoch seconds, running train accuracy, test accuracy)."""
     (train_x, train_y), (test_x, test_y) = mnist
-    name, config = variant_recipe(entry, args)
     torch.manual_seed(seed)
     model = build_model(name).to(args.device, memory_format=torch.channels_last)
     with Timer(args.device) as t:
@@ -165,14 +164,13 @@ def epoch_images(n_train, config):
     return n_train + (data.printed_count(config["augment_strengths"]) if "printed" in config["augment"] else 0)
 
 
-def warm_up(names, mnist, args):
+def warm_up(recipes, mnist, args):
     """A short run of each variant first, so that CUDA context, cuDNN autotuning, allocator set-up
     and (with --compile) compilation are not timed."""
     if args.device == "cuda" or args.compile:  # CUDA-graph capture happens, and is timed, in each run
         (train_x, train_y), _ = mnist
         torch.backends.cudnn.benchmark = True
-        for entry in names:
-            name, config = variant_recipe(entry, args)
+        for name, config in recipes.values():
             model = build_model(name).to(args.device, memory_format=torch.channels_last)
             one_epoch(config, model, train_x[:4096], train_y[:4096], args)
 
@@ -311,15 +309,14 @@ def main(argv=None):
     if args.preprocess:
         return time_preprocessing(args.preprocess, args.data_dir)
     mnist = (data.load_mnist(args.data_dir, "train", args.device), data.load_mnist(args.data_dir, "test", args.device))
-    for entry in args.models:
-        name, config = variant_recipe(entry, args)
+    recipes = {entry: variant_recipe(entry, args) for entry in args.models}
+    for name, config in recipes.values():
         train.check_batch_size(config["batch_size"], len(mnist[0][0]), build_model(name))
-    warm_up(args.models, mnist, args)
+    warm_up(recipes, mnist, args)
     rows = []
-    for entry in args.models:
-        runs = [train_variant(entry, seed, mnist, args) for seed in range(1, args.seeds + 1)]
+    for entry, (name, config) in recipes.items():
+        runs = [train_variant(name, config, seed, mnist, args) for seed in range(1, args.seeds + 1)]
         epoch_s, train_acc, test_acc = zip(*runs)
-        name, config = variant_recipe(entry, args)
         model = build_model(name)
         images = epoch_images(len(mnist[0][0]), config)
         rows.append({"name": entry, "params": count_params(model), "macs": macs_per_image(model),

@@ -318,11 +318,10 @@ def answers_for(model, paths):
     from preprocess import prepare
 
     def prepared(path):
-        with open(path, "rb") as f:
-            try:
-                return prepare(f.read(), path)
-            except cli.UserError:
-                return None
+        try:
+            return prepare(cli.read_file(path, "image"), path)
+        except cli.UserError:
+            return None
 
     return answers(model, [prepared(path) for path in paths])
 

@@ -61,7 +61,8 @@ def test_a_named_recipe_replaces_the_variants_own():
     lean = train.RECIPES["lean"]
     assert train.recipe("widenet", "lean") == dict(train.RECIPE, **lean)
     assert train.recipe("widenet", "lean", lr=0.1)["lr"] == 0.1
-    steps = len(train.batch_slices(60_000 + 10 * 50 * 3, lean["batch_size"]))  # MNIST + the printed digits
+    images = 60_000 + data.printed_count(train.RECIPE["augment_strengths"])  # MNIST's and the printed digits
+    steps = len(train.batch_slices(images, lean["batch_size"]))
     assert steps <= 235  # the step-lean floor: at most half the default's steps
 
 
