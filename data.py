@@ -7,6 +7,7 @@ batched augmentation.
 The raw IDX files are read directly (importing torchvision costs over a second); torchvision is
 only imported to download them when they are absent.
 """
+import functools
 import math
 import os
 import shutil
@@ -162,10 +163,17 @@ def with_printed(images, labels, strengths):
     """The training set with printed digits added after it: strengths["printed_per_digit"] of each digit
     rendered once, each added strengths["printed_repeats"] times (each epoch's augmentation varies them):
     printed_count(strengths) in all."""
-    printed, printed_labels = printed_digits(strengths["printed_per_digit"])
+    printed, printed_labels = rendered_printed(strengths["printed_per_digit"])
     repeats = strengths["printed_repeats"]
     return (torch.cat([images] + [printed.to(images.device)] * repeats),
             torch.cat([labels] + [printed_labels.to(labels.device)] * repeats))
+
+
+@functools.lru_cache(maxsize=4)
+def rendered_printed(per_digit):
+    """printed_digits(per_digit), rendered once per process (read them, never write them): like loading
+    MNIST, it is data preparation, which a benchmark's runs share and its epoch timing leaves out."""
+    return printed_digits(per_digit)
 
 
 def printed_digits(per_digit, seed=0):

@@ -157,6 +157,23 @@ def test_printed_digits_leave_the_training_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), before)
 
 
+def test_rendered_printed_renders_once_and_the_same_digits():
+    """with_printed's digits are rendered once per process (benchmark runs share them), and are the
+    digits printed_digits draws."""
+    first = data.rendered_printed(6)
+    assert data.rendered_printed(6) is first
+    fresh = data.printed_digits(6)
+    assert torch.equal(first[0], fresh[0]) and torch.equal(first[1], fresh[1])
+
+
+def test_with_printed_leaves_the_shared_rendering_untouched(mnist_train):
+    strengths = dict(STRENGTHS, printed_per_digit=3, printed_repeats=1)
+    rendered = data.rendered_printed(3)[0].clone()
+    more, _ = data.with_printed(mnist_train[0][:10], mnist_train[1][:10], strengths)
+    more[10:] = 0  # a caller writing into its training set must not change the next run's digits
+    assert torch.equal(data.rendered_printed(3)[0], rendered)
+
+
 def test_with_printed_appends_after_the_given_images(mnist_train):
     images, labels = mnist_train[0][:100], mnist_train[1][:100]
     strengths = dict(STRENGTHS, printed_per_digit=4, printed_repeats=2)
