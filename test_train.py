@@ -182,6 +182,7 @@ def test_step_on_device_makes_the_host_steps_updates(mnist_train):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.filterwarnings("error::UserWarning")  # torch warns of a capture its stream use may break
 def test_whole_step_graph_trains_as_the_eager_loop(mnist_train):
     """With cuda_graphs, a whole step per replay reaches what the eager loop reaches on the same data and
     seed (bf16 autocast in both, so close rather than equal), and the schedule it used is the host's."""

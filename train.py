@@ -371,7 +371,9 @@ def train(model, images, labels, config, epochs, log=print, cuda_graphs=False):
             opt.step_on_device()
         else:
             lrs.append(opt.step())
-        return out, loss
+        # Detached: a graph kept alive by out's grad_fn holds the AccumulateGrad nodes of the
+        # side-stream warm-up steps, which torch warns breaks capture.
+        return out.detach(), loss.detach()
 
     def running_acc(step):
         """Accuracy over the current epoch's batches up to `step`."""
@@ -393,7 +395,7 @@ def train(model, images, labels, config, epochs, log=print, cuda_graphs=False):
                 out, loss = graph(x, y)
             else:
                 out, loss = one_step(x, y)
-            losses[step] = loss.detach()
+            losses[step] = loss
             correct[step] = ((out.argmax(1) == y) & counted[s:e]).sum()
             sizes[step] = counted[s:e].sum()
             step += 1
@@ -463,8 +465,6 @@ def main(argv=None):
     test_x, test_y = data.load_mnist(args.data_dir, "test", args.device)
     check_batch_size(config["batch_size"], len(train_x), model)
     cli.check_out_dir(args.out_dir, need_bytes=output_bytes(count_params(model), not args.no_plots))
-    if args.device == "cuda":
-        torch.backends.cudnn.benchmark = True
 
     model = model.to(args.device, memory_format=torch.channels_last)
     n_params = count_params(model)
