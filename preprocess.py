@@ -4,7 +4,8 @@
 
 A photo, scan or drawing (any format Pillow reads; EXIF rotation applied; transparent pixels count as
 paper) is read at no more than WORK_SIZE pixels a side. Then:
-1. polarity: the ink is whatever the few pixels far from the typical (paper) value are, dark or light;
+1. polarity: the ink is whatever the few pixels far from the typical (paper) value are, dark or light
+   (where the typical pixel could be either, both readings are tried: see digit_reading);
 2. lighting: the paper's brightness is estimated at a scale larger than a stroke (a grey closing,
    refined by averaging the paper around the ink) and divided out, which flattens gradients,
    vignetting and soft shadows;
@@ -31,6 +32,8 @@ EPS = 0.03          # added to pixel and paper level alike, so that noise in the
 MIN_INK = 0.12      # darkness (0 paper .. 1 black) that can count as ink at all
 MIN_CONTRAST = 0.14  # mean darkness the ink must reach: below it, the image holds no digit
 MIN_SNR = 3         # how far the digit's strokes must stand above the paper's grain, noise and texture
+AMBIGUOUS = (0.25, 0.75)  # a median pixel between these could be paper or ground: polarity is read from the ink
+MAX_STROKE = 0.3    # a stroke's width as a share of its digit's size, at most (a bold 0 is about 0.2)
 FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, PPM/PGM and the other formats Pillow reads"
 # Pillow logs what it finds wrong in a damaged file; with no handler Python would print that to
 # stderr beside our one line, which already says it.
@@ -93,39 +96,95 @@ def to_gray(img):
 
 def to_mnist(gray, name="image"):
     """(H, W) gray in [0, 1] -> (1, 28, 28) uint8, white digit on black, as MNIST digits were made."""
-    ink = ink_map(gray)
-    keep = digit_mask(ink, name)
-    rows, cols = keep.any(1).nonzero().flatten(), keep.any(0).nonzero().flatten()
-    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    ink, keep = digit_reading(gray, name)
+    top, bottom, left, right = box(keep)
     near = dilate(keep.float(), 3) > 0  # the stroke's antialiased edge, just under the threshold
-    digit = (ink * near)[top:bottom, left:right]
+    digit = (ink * near)[top:bottom + 1, left:right + 1]
     core = ink[keep]
     digit = (digit / core.quantile(0.99).clamp_min(1e-3)).clamp(0, 1)  # faint pencil and black marker alike
     return frame(digit)
 
 
-def ink_map(gray):
-    """How much ink each pixel holds, 0 (paper) to 1, with the paper's lighting divided out.
+def digit_reading(gray, name):
+    """(ink map, digit mask) of the image, its polarity decided (see dark_ink).
 
-    A light digit on a dark ground (a blackboard, or MNIST's own) is inverted first. A rough reading
-    with a wide grey closing gives the strokes' width; the paper's brightness is then estimated again
-    with a closing just wider than the strokes, which keeps the sharp edge of a shadow where a wider
-    window (or a blur) would leave a band of false ink along it."""
-    if not dark_ink(gray):
-        gray = 1 - gray
+    Where the paper is ambiguous (a shadow over part of the page) and the long tail says light ink,
+    dark ink on paper is read too. It wins when it finds a digit-like shape that is not inside the
+    light reading's digit (the ground in a light digit's loops is), and the light reading finds no
+    digit-like shape or a less inky one. On the evaluation photos the tail alone called 22 of 1,708
+    such images light, all of them dark ink: 4 were read right, now 15."""
+    paper = paper_median(gray)
+    if dark_ink(gray, paper):
+        return read_digit(gray, name)
+    if not AMBIGUOUS[0] < paper < AMBIGUOUS[1]:
+        return read_digit(1 - gray, name)
+    try:
+        light = read_digit(1 - gray, name)
+    except UserError:
+        return read_digit(gray, name)
+    try:
+        dark = read_digit(gray, name)
+    except UserError:
+        return light
+    if digit_like(dark[1]) and not within(dark[1], light[1]) and \
+            (not digit_like(light[1]) or dark[0][dark[1]].mean() >= light[0][light[1]].mean()):
+        return dark
+    return light
+
+
+def box(mask):
+    """Top, bottom, left and right (inclusive) of a non-empty boolean mask."""
+    rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def within(inner, outer):
+    """Whether mask `inner` lies inside the box of mask `outer` (the ground inside a light digit's
+    loops, read as dark ink, does)."""
+    t, b, l, r = box(inner)
+    t2, b2, l2, r2 = box(outer)
+    return t >= t2 and b <= b2 and l >= l2 and r <= r2
+
+
+def digit_like(keep):
+    """Whether a digit mask looks like written strokes: clear of the image's edge, and strokes at most
+    MAX_STROKE of the digit's size (reading a light digit as dark ink finds the ground between its
+    strokes: a blob, or a region that runs to the edge)."""
+    if keep[0].any() or keep[-1].any() or keep[:, 0].any() or keep[:, -1].any():
+        return False
+    top, bottom, left, right = box(keep)
+    return stroke_width(keep) <= MAX_STROKE * (max(bottom - top, right - left) + 1)
+
+
+def read_digit(gray, name):
+    """(ink map, digit mask) of dark ink on lighter paper."""
+    ink = ink_map(gray)
+    return ink, digit_mask(ink, name)
+
+
+def ink_map(gray):
+    """How much dark ink each pixel holds, 0 (paper) to 1, with the paper's lighting divided out.
+
+    A rough reading with a wide grey closing gives the strokes' width; the paper's brightness is then
+    estimated again with a closing just wider than the strokes, which keeps the sharp edge of a shadow
+    where a wider window (or a blur) would leave a band of false ink along it."""
     rough = flatten(gray, paper_level(gray, COARSE_CLOSING))
     width = stroke_width(rough > max(otsu(rough), MIN_INK))
     return flatten(gray, paper_level(gray, round(4 * width) + 3))
 
 
-def dark_ink(gray):
-    """Whether the ink is darker than the paper. Where the typical (median) pixel is clearly light or
-    clearly dark, that is the paper. In between (a shadow over part of the page), the ink is the long
-    tail against a local average that follows the lighting: far below it for dark ink, above for light."""
-    sample = gray.flatten()[::max(1, gray.numel() // 65536)]
-    paper = sample.median()
-    if not 0.25 < paper < 0.75:
-        return bool(paper >= 0.75)
+def paper_median(gray):
+    """The typical (median) pixel, from a sample of at most 65,536."""
+    return float(gray.flatten()[::max(1, gray.numel() // 65536)].median())
+
+
+def dark_ink(gray, paper):
+    """Whether the ink is darker than the paper (a light digit on a dark ground, as a blackboard or
+    MNIST's own, is not). Where the typical pixel `paper` is clearly light or clearly dark, that is the
+    paper. In between, the ink is the long tail against a local average that follows the lighting: far
+    below it for dark ink, above for light."""
+    if not AMBIGUOUS[0] < paper < AMBIGUOUS[1]:
+        return paper >= AMBIGUOUS[1]
     k = max(5, max(gray.shape) // 6 // 2 * 2 + 1)
     detail = (gray - blur(gray[None, None], k)[0, 0]).flatten()[::max(1, gray.numel() // 65536)].sort().values
     tail = max(1, len(detail) // 200)

@@ -87,11 +87,21 @@ def soft_shadow(h, w, depth, edge=0.06):
     return 1 - depth * torch.sigmoid((boundary - xs) / edge)
 
 
+def hard_shadow(h, w, depth, cover):
+    """A deep shadow with a sharp, wavy edge over the left `cover` of the image: most of the page is
+    in it, so the typical pixel is neither paper nor ink."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    return 1 - depth * torch.sigmoid((cover + 0.1 * torch.sin(ys * 3) - xs) / 0.004)
+
+
 CONDITIONS = {
     "clean drawing": {},
     "gradient": {"light": ramp(240, 320, 0.6)},
     "vignetting": {"light": vignette(240, 320, 0.5)},
     "soft shadow": {"light": soft_shadow(240, 320, 0.55)},
+    # A thin digit in the shadow: the lit band along the edge stands out more than its strokes.
+    "deep shadow over most of the page": {"light": hard_shadow(240, 320, 0.7, 0.65), "stroke": -1,
+                                          "centre": (0.5, 0.3), "height": 0.4},
     "grey paper": {"paper": 0.6, "ink": 0.05},
     "lined paper": {"lines": True},
     "blur": {"blur": 2.0},
@@ -134,6 +144,23 @@ def test_capture_condition(condition, trained, mnist_test):
     print(f"{condition}: {close} of {N} like the clean reading, accuracy {acc:.1f}%")
     assert close >= 0.8 * N
     assert acc >= 87.5
+
+
+def test_light_digit_filling_a_grey_frame_stays_light(mnist_test):
+    """A light digit cropped tight on a grey ground: the typical pixel is neither paper nor ground, and
+    the ground inside its loops looks like dark ink. It is read as light, as its negative is read as dark."""
+    ambiguous = 0
+    for d in mnist_test[0][:64]:
+        m = d[0].float() / 255
+        rows, cols = (m > 0.3).any(1).nonzero(), (m > 0.3).any(0).nonzero()
+        m = m[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        gray = 0.15 + 0.7 * F.interpolate(m[None, None], size=(48, 48), mode="bilinear")[0, 0].clamp(0, 1)
+        paper = preprocess.paper_median(gray)
+        if not (preprocess.AMBIGUOUS[0] < paper < preprocess.AMBIGUOUS[1]) or preprocess.dark_ink(gray, paper):
+            continue
+        ambiguous += 1
+        assert torch.equal(preprocess.to_mnist(gray), preprocess.to_mnist(1 - gray))
+    assert ambiguous >= 8  # the two-reading path ran
 
 
 def test_mnist_digit_read_back_unchanged(mnist_test):
