@@ -296,9 +296,11 @@ def digit_mask(ink, name):
     keep = torch.zeros_like(weak)
     keep[weak] = near[inverse]
     # Faint pencil is still a digit where the paper around it is clean; grain, noise or a textured
-    # sheet as dark as it is not. Strokes: their 90th percentile; paper: its 99th, away from the ink.
+    # sheet as dark as it is not. Strokes: their 90th percentile; paper: its 95th, away from the ink
+    # (its 99th took in the faint band of false ink that a sharp shadow edge leaves beside bold strokes,
+    # and lost 14 of 2,400 evaluation photos of plain, dark digits).
     paper = ink[dilate(strong.float(), 9) == 0]
-    if paper.numel() and ink[keep].quantile(0.9) < MIN_SNR * paper.quantile(0.99):
+    if paper.numel() and ink[keep].quantile(0.9) < MIN_SNR * paper.quantile(0.95):
         raise UserError(f"{name}: no digit found (the marks are as faint as the paper's own grain and noise)")
     return keep
 

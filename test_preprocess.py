@@ -102,6 +102,10 @@ CONDITIONS = {
     # A thin digit in the shadow: the lit band along the edge stands out more than its strokes.
     "deep shadow over most of the page": {"light": hard_shadow(240, 320, 0.7, 0.65), "stroke": -1,
                                           "centre": (0.5, 0.3), "height": 0.4},
+    # Bold strokes take a wide window to estimate the paper, which lags at a sharp shadow edge and
+    # leaves a faint band of false ink beside it: that is no measure of the paper's grain.
+    "grey marker beside a sharp shadow": {"light": soft_shadow(240, 320, 0.6, edge=0.02), "stroke": 5,
+                                          "ink": 0.55, "height": 0.45, "centre": (0.5, 0.6), "noise": 0.02},
     "grey paper": {"paper": 0.6, "ink": 0.05},
     "lined paper": {"lines": True},
     "blur": {"blur": 2.0},
