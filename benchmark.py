@@ -170,7 +170,7 @@ def warm_up(recipes, mnist, args):
     allocator set-up and compilation are not timed."""
     for _, config in recipes.values():
         if "printed" in config["augment"]:
-            data.rendered_printed(config["augment_strengths"]["printed_per_digit"])
+            data.printed_set(config["augment_strengths"])
     if args.device == "cuda" or args.compile:  # CUDA-graph capture happens, and is timed, in each run
         (train_x, train_y), _ = mnist
         for name, config in recipes.values():

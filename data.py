@@ -156,28 +156,34 @@ def affine_grid_28(theta):
 
 def printed_count(strengths):
     """How many printed digits with_printed adds to the training set."""
-    return 10 * strengths["printed_per_digit"] * strengths["printed_repeats"]
+    return (9 * strengths["printed_per_digit"] + strengths["printed_ones"]) * strengths["printed_repeats"]
 
 
 def with_printed(images, labels, strengths):
     """The training set with printed digits added after it: strengths["printed_per_digit"] of each digit
-    rendered once, each added strengths["printed_repeats"] times (each epoch's augmentation varies them):
-    printed_count(strengths) in all."""
-    printed, printed_labels = rendered_printed(strengths["printed_per_digit"])
+    (strengths["printed_ones"] of the 1) rendered once, each added strengths["printed_repeats"] times
+    (each epoch's augmentation varies them): printed_count(strengths) in all."""
+    printed, printed_labels = printed_set(strengths)
     repeats = strengths["printed_repeats"]
     return (torch.cat([images] + [printed.to(images.device)] * repeats),
             torch.cat([labels] + [printed_labels.to(labels.device)] * repeats))
 
 
+def printed_set(strengths):
+    """The printed digits a recipe's strengths ask for, rendered once per process (read them, never
+    write them): like loading MNIST, it is data preparation, which a benchmark's runs share and its
+    epoch timing leaves out."""
+    return rendered_printed(strengths["printed_per_digit"], strengths["printed_ones"])
+
+
 @functools.lru_cache(maxsize=4)
-def rendered_printed(per_digit):
-    """printed_digits(per_digit), rendered once per process (read them, never write them): like loading
-    MNIST, it is data preparation, which a benchmark's runs share and its epoch timing leaves out."""
-    return printed_digits(per_digit)
+def rendered_printed(per_digit, ones):
+    return printed_digits(per_digit, ones)
 
 
-def printed_digits(per_digit, seed=0):
-    """Printed digits, which MNIST's handwriting lacks: (N, 1, 28, 28) uint8 and labels, framed as MNIST's.
+def printed_digits(per_digit, ones=None, seed=0):
+    """Printed digits, which MNIST's handwriting lacks: (N, 1, 28, 28) uint8 and labels, framed as MNIST's;
+    per_digit of each class, `ones` (default per_digit) of the 1, which comes in the most shapes.
 
     Drawn with the fonts that ship inside Pillow (Aileron, a sans serif, and a small bitmap font) and
     matplotlib (PRINTED_FONTS: DejaVu Sans, Serif and Mono, STIX, Computer Modern), so nothing depends
@@ -208,7 +214,7 @@ def printed_digits(per_digit, seed=0):
         return options[int(torch.randint(len(options), (1,), generator=rng))]
 
     for d in range(10):
-        for i in range(per_digit):
+        for i in range(per_digit if d != 1 or ones is None else ones):
             if i % 5 == 4:  # a fifth from the bitmap font, smoothed by scaling it up
                 img, _ = draw(bitmap, str(d))
                 scale = pick([3, 4, 6, 8])

@@ -140,6 +140,11 @@ def test_printed_digits_are_framed_as_mnists_and_reproducible():
     assert heights.max() <= 22 and heights.min() >= 12  # a 20-pixel box, strokes evened
 
 
+def test_printed_digits_take_their_own_count_of_ones():
+    _, labels = data.printed_digits(3, ones=7)
+    assert torch.equal(labels.bincount(), torch.tensor([3, 7, 3, 3, 3, 3, 3, 3, 3, 3]))
+
+
 def test_printed_fonts_ship_with_matplotlib_and_draw_ten_distinct_digits():
     """The fonts printed digits are drawn in come with the installed matplotlib, on any machine."""
     from PIL import ImageFont
@@ -160,24 +165,25 @@ def test_printed_digits_leave_the_training_rng_alone():
 def test_rendered_printed_renders_once_and_the_same_digits():
     """with_printed's digits are rendered once per process (benchmark runs share them), and are the
     digits printed_digits draws."""
-    first = data.rendered_printed(6)
-    assert data.rendered_printed(6) is first
-    fresh = data.printed_digits(6)
+    strengths = dict(STRENGTHS, printed_per_digit=6, printed_ones=9)
+    first = data.printed_set(strengths)
+    assert data.printed_set(dict(strengths)) is first
+    fresh = data.printed_digits(6, ones=9)
     assert torch.equal(first[0], fresh[0]) and torch.equal(first[1], fresh[1])
 
 
 def test_with_printed_leaves_the_shared_rendering_untouched(mnist_train):
-    strengths = dict(STRENGTHS, printed_per_digit=3, printed_repeats=1)
-    rendered = data.rendered_printed(3)[0].clone()
+    strengths = dict(STRENGTHS, printed_per_digit=3, printed_ones=3, printed_repeats=1)
+    rendered = data.printed_set(strengths)[0].clone()
     more, _ = data.with_printed(mnist_train[0][:10], mnist_train[1][:10], strengths)
     more[10:] = 0  # a caller writing into its training set must not change the next run's digits
-    assert torch.equal(data.rendered_printed(3)[0], rendered)
+    assert torch.equal(data.printed_set(strengths)[0], rendered)
 
 
 def test_with_printed_appends_after_the_given_images(mnist_train):
     images, labels = mnist_train[0][:100], mnist_train[1][:100]
-    strengths = dict(STRENGTHS, printed_per_digit=4, printed_repeats=2)
+    strengths = dict(STRENGTHS, printed_per_digit=4, printed_ones=6, printed_repeats=2)
     more, more_labels = data.with_printed(images, labels, strengths)
-    assert len(more) == 100 + 2 * 40 == 100 + data.printed_count(strengths)
-    assert torch.equal(more[:100], images) and torch.equal(more[100:140], more[140:])
+    assert len(more) == 100 + 2 * 42 == 100 + data.printed_count(strengths)
+    assert torch.equal(more[:100], images) and torch.equal(more[100:142], more[142:])
     assert torch.equal(more_labels[:100], labels)
