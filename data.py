@@ -213,8 +213,9 @@ def printed_digits(per_digit, ones=None, seed=0):
     def pick(options):
         return options[int(torch.randint(len(options), (1,), generator=rng))]
 
+    ones = per_digit if ones is None else ones
     for d in range(10):
-        for i in range(per_digit if d != 1 or ones is None else ones):
+        for i in range(ones if d == 1 else per_digit):
             if i % 5 == 4:  # a fifth from the bitmap font, smoothed by scaling it up
                 img, _ = draw(bitmap, str(d))
                 scale = pick([3, 4, 6, 8])
