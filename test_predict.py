@@ -99,9 +99,11 @@ def test_predict_refuses_bad_images(trained, mnist_test, tmp_path, in_process, o
     Image.new("RGB", (64, 64), "white").save(tmp_path / "white.png")
     Image.new("L", (64, 64), 0).save(tmp_path / "black.png")
     (tmp_path / "empty.png").write_bytes(b"")
+    Image.fromarray((torch.rand(64, 64, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()) \
+        .save(tmp_path / "noise.png")
     for bad, needle in (("notes.png", "is not a readable image"), ("white.png", "no digit found"),
                         ("black.png", "no digit found"), ("empty.png", "is not a readable image"),
-                        ("missing.png", "not found")):
+                        ("noise.png", "no digit found"), ("missing.png", "not found")):
         # the good image first: nothing is printed for it when a later one is bad
         one_line_error(in_process(predict.main, [trained.pth, good, tmp_path / bad]), needle)
 

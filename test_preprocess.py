@@ -259,6 +259,39 @@ def test_no_digit_is_one_clear_error(blank):
         preprocess.prepare(buf.getvalue(), "blank.png")
 
 
+@pytest.mark.parametrize("kind", ["uniform 28x28", "uniform 300x400", "uniform 16-bit", "grey gaussian",
+                                  "salt and pepper", "sparse pepper"])
+def test_noise_is_no_digit(kind):
+    """An image of random noise has a clump dark and large enough to pass for a digit, and was read as
+    one at up to 84%; its pixels are unrelated to their neighbours, which no stroke's are. Sparse
+    pepper's largest clump is two or three specks."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    pixels = {"uniform 28x28": lambda: (rng.random((28, 28)) * 255).astype(np.uint8),
+              "uniform 300x400": lambda: (rng.random((300, 400)) * 255).astype(np.uint8),
+              "uniform 16-bit": lambda: (rng.random((64, 64)) * 65535).astype(np.uint16),
+              "grey gaussian": lambda: rng.normal(128, 30, (200, 200)).clip(0, 255).astype(np.uint8),
+              "salt and pepper": lambda: np.where(rng.random((200, 200)) < 0.1, 0, 255).astype(np.uint8),
+              "sparse pepper": lambda: np.where(rng.random((200, 200)) < 0.005, 0, 255).astype(np.uint8)}[kind]()
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    reason = "only specks" if kind == "sparse pepper" else "the image is noise"
+    with pytest.raises(cli.UserError, match=f"no digit found .{reason}"):
+        preprocess.prepare(buf.getvalue(), "noise.png")
+
+
+def test_coherence_tells_strokes_from_noise():
+    noise = torch.rand(60, 60, generator=torch.Generator().manual_seed(0))
+    strokes = torch.zeros(60, 60)
+    strokes[10:50, 28:31] = 1  # a vertical bar
+    strokes[torch.arange(10, 50), torch.arange(10, 50)] = 1  # a one-pixel diagonal
+    assert abs(preprocess.coherence(noise)) < 0.1
+    assert preprocess.coherence(strokes) > 0.5
+    assert preprocess.coherence(torch.full((30, 8), 0.9)) == 1.0  # a solid bar, cropped tight
+
+
 def test_components_match_a_flood_fill():
     """The max-pooling component labelling agrees with a plain 8-connected flood fill."""
     g = torch.Generator().manual_seed(3)
