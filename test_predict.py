@@ -62,6 +62,11 @@ def test_predict_without_sidecar_takes_model_flag(trained, mnist_test, tmp_path,
     assert result.returncode == 0 and result.stdout.startswith(f"{path}: {int(mnist_test[1][0])} (")
 
 
+def test_image_in_the_checkpoints_place(trained, mnist_test, tmp_path, in_process, one_line_error):
+    path = as_photo(mnist_test[0][0], tmp_path / "d.png")
+    one_line_error(in_process(predict.main, [path, trained.pth]), "an image given in the checkpoint's place?")
+
+
 def test_predict_evaluate(trained, tmp_path, data_dir, in_process):
     result = in_process(predict.main, [trained.pth, "--evaluate", "--out-dir", tmp_path, "--data-dir", data_dir])
     assert result.returncode == 0, result.stderr
