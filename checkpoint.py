@@ -110,13 +110,13 @@ def load_checkpoint(pth, name=None):
     `name` picks the variant when there is no sidecar. Every way this can go wrong (missing,
     truncated or tampered file, another variant's weights) is a one-line UserError."""
     weights = read_file(pth, "checkpoint")
+    if not weights.startswith((b"PK", b"\x80")):  # torch.save writes a zip file, or else a pickle
+        raise UserError(f"{pth} is not a readable PyTorch checkpoint (torch.save writes a zip or a pickle; this "
+                        "is neither): an image given in the checkpoint's place? Pass the .pth train.py wrote")
     sidecar = read_sidecar(pth)
     verify(pth, weights, sidecar)
     name = name or sidecar.get("model")
     if name is None:
-        if not weights.startswith((b"PK", b"\x80")):  # torch.save writes a zip file, or else a pickle
-            raise UserError(f"{pth} is not a PyTorch checkpoint (the .pth train.py writes): is it an image "
-                            "given in the checkpoint's place? The checkpoint comes first, then the images")
         raise UserError(f"no sidecar {sidecar_path(pth)!r} says which model {pth} is: pass --model NAME")
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}: use --model with one of {', '.join(MODELS)}")
