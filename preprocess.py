@@ -169,32 +169,7 @@ def digit_like(keep):
 def read_digit(gray, name):
     """(ink map, digit mask) of dark ink on lighter paper."""
     ink = ink_map(gray)
-    keep = digit_mask(ink, name)
-    top, bottom, left, right = box(keep)
-    if max(bottom - top, right - left) + 1 < MIN_SIZE:
-        raise UserError(f"{name}: no digit found (only specks a few pixels across)")
-    # The paper at its edges too, and enough of it that a narrow 1 or a clump of specks is judged on
-    # COHERENCE_AREA pixels where the image has them.
-    pad = max(2, math.ceil((math.sqrt(COHERENCE_AREA) - min(bottom - top, right - left) - 1) / 2))
-    around = ink[max(0, top - pad):bottom + pad + 1, max(0, left - pad):right + pad + 1]
-    if around.numel() >= COHERENCE_AREA and coherence(around) < MIN_COHERENCE:
-        raise UserError(f"{name}: no digit found (the image is noise: its dark pixels form no strokes)")
-    return ink, keep
-
-
-def coherence(ink):
-    """How alike neighbouring pixels' ink is: the largest correlation of the map with itself shifted one
-    pixel across, down or along either diagonal (a stroke at any angle runs along one of them). Random
-    noise has none, so its strongest clump passes every other test. Around the digits of the evaluation
-    sets (where at least COHERENCE_AREA pixels): 0.33 or more (fonts), 0.53 (MNIST), 0.67 (photos);
-    uniform, Gaussian and salt-and-pepper noise 0.12 at most. Solid ink that hardly varies (a bar
-    cropped tight) is no noise either: 1."""
-    x = ink - ink.mean()
-    variance = (x * x).mean()
-    if variance < 0.05 ** 2 and ink.mean() > 0.5:
-        return 1.0
-    pairs = ((x[:, 1:], x[:, :-1]), (x[1:], x[:-1]), (x[1:, 1:], x[:-1, :-1]), (x[1:, :-1], x[:-1, 1:]))
-    return max(float((a * b).mean() / variance.clamp_min(1e-12)) for a, b in pairs)
+    return ink, digit_mask(ink, name)
 
 
 def ink_map(gray):
@@ -334,7 +309,38 @@ def digit_mask(ink, name):
     paper = ink[dilate(strong.float(), 9) == 0]
     if paper.numel() and ink[keep].quantile(0.9) < MIN_SNR * paper.quantile(0.95):
         raise UserError(f"{name}: no digit found (the marks are as faint as the paper's own grain and noise)")
+    refuse_specks_and_noise(ink, keep, name)
     return keep
+
+
+def refuse_specks_and_noise(ink, keep, name):
+    """A one-line "no digit found" where the digit mask is a clump of a few specks, or random noise's
+    strongest clump (its ink unlike its neighbours', see coherence)."""
+    top, bottom, left, right = box(keep)
+    if max(bottom - top, right - left) + 1 < MIN_SIZE:
+        raise UserError(f"{name}: no digit found (only specks a few pixels across)")
+    # The paper at its edges too, and enough of it that a narrow 1 or a clump of specks is judged on
+    # COHERENCE_AREA pixels where the image has them.
+    pad = max(2, math.ceil((math.sqrt(COHERENCE_AREA) - min(bottom - top, right - left) - 1) / 2))
+    around = ink[max(0, top - pad):bottom + pad + 1, max(0, left - pad):right + pad + 1]
+    if around.numel() >= COHERENCE_AREA and coherence(around) < MIN_COHERENCE:
+        raise UserError(f"{name}: no digit found (the image is noise: its dark pixels form no strokes)")
+
+
+def coherence(ink):
+    """How alike neighbouring pixels' ink is: the largest correlation of the map with itself shifted one
+    pixel across, down or along either diagonal (a stroke at any angle runs along one of them). Random
+    noise has none, so its strongest clump passes every other test. Around the digits of the evaluation
+    sets (where at least COHERENCE_AREA pixels): 0.33 or more (fonts), 0.53 (MNIST), 0.67 (photos);
+    uniform, Gaussian and salt-and-pepper noise 0.12 at most. Solid ink that hardly varies (a bar
+    cropped tight) is no noise either: 1."""
+    mean = ink.mean()
+    x = ink - mean
+    variance = (x * x).mean()
+    if variance < 0.05 ** 2 and mean > 0.5:
+        return 1.0
+    pairs = ((x[:, 1:], x[:, :-1]), (x[1:], x[:-1]), (x[1:, 1:], x[:-1, :-1]), (x[1:, :-1], x[:-1, 1:]))
+    return max(float((a * b).mean() / variance.clamp_min(1e-12)) for a, b in pairs)
 
 
 def without_rules(ink):
