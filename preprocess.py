@@ -167,20 +167,49 @@ def digit_like(keep):
 
 
 def read_digit(gray, name):
-    """(ink map, digit mask) of dark ink on lighter paper."""
-    ink = ink_map(gray)
-    return ink, digit_mask(ink, name)
-
-
-def ink_map(gray):
-    """How much dark ink each pixel holds, 0 (paper) to 1, with the paper's lighting divided out.
+    """(ink map, digit mask) of dark ink on lighter paper.
 
     A rough reading with a wide grey closing gives the strokes' width; the paper's brightness is then
-    estimated again with a closing just wider than the strokes, which keeps the sharp edge of a shadow
-    where a wider window (or a blur) would leave a band of false ink along it."""
+    estimated again with a closing just wider than the strokes (ink_map), which keeps the sharp edge of
+    a shadow where a wider window (or a blur) would leave a band of false ink along it. Where the digit
+    found is bolder than that width said (thin marks beside it, a lined page's rules or a shadow's edge,
+    pulled the average down), the closing would have taken its strokes' middle for paper and left an
+    outline: it is read again with a closing as wide as its own strokes."""
     rough = flatten(gray, paper_level(gray, COARSE_CLOSING))
-    width = stroke_width(rough > max(otsu(rough), MIN_INK))
-    return flatten(gray, paper_level(gray, round(4 * width) + 3))
+    inked = rough > max(otsu(rough), MIN_INK)
+    width = stroke_width(inked)
+    ink = ink_map(gray, width)
+    keep = digit_mask(ink, name)
+    top, bottom, left, right = box(keep)
+    bold = thick_width(inked[top:bottom + 1, left:right + 1])
+    if bold > closing_width(width):
+        ink = ink_map(gray, bold)
+        keep = digit_mask(ink, name)
+    return ink, keep
+
+
+def ink_map(gray, width):
+    """How much dark ink each pixel holds, 0 (paper) to 1, with the paper's lighting divided out: its
+    brightness estimated with a closing wide enough to wipe out strokes `width` pixels wide."""
+    return flatten(gray, paper_level(gray, closing_width(width)))
+
+
+def closing_width(width):
+    """The grey-closing window, in pixels, that wipes out strokes about `width` wide: four times that, as
+    an average width understates a digit's boldest strokes and the joins between them."""
+    return round(4 * width) + 3
+
+
+def thick_width(mask, share=0.1):
+    """The width of the boldest strokes that hold `share` of the mask's pixels: twice the depth (in 3x3
+    erosions) that share of them lies at or beyond."""
+    m = F.pad(mask.float(), (1, 1, 1, 1))  # paper all round: dilate's padding alone would keep the edges inked
+    n = m.sum()
+    depth = 0
+    while m.sum() > share * n:
+        m = -dilate(-m, 3)
+        depth += 1
+    return 2.0 * depth
 
 
 def paper_median(gray):

@@ -327,6 +327,17 @@ def test_ruled_lines_go_and_a_single_bar_stays():
     assert torch.equal(preprocess.without_rules(bar), bar)
 
 
+@pytest.mark.parametrize("rule_gap,stem_width", [(34, 60), (24, 50), (20, 30)])
+def test_a_bold_stroke_on_lined_paper_stays_solid(rule_gap, stem_width):
+    """The rules' many thin pixels pull the first estimate of stroke width down to a few pixels; a
+    closing that narrow took the middle of a marker's stem for paper and left only its outline."""
+    gray = torch.full((512, 512), 0.85)
+    gray[rule_gap // 2::rule_gap] = 0.6
+    gray[20:300, 300:300 + stem_width] = 0.33
+    _, keep = preprocess.read_digit(gray, "lined.png")
+    assert keep[30:290, 300 + stem_width // 4:300 + stem_width - stem_width // 4].all()
+
+
 # ---------------------------------------------------------------- fuzzing
 
 def image_bytes(mode, size, fmt, seed):
