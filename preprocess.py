@@ -34,6 +34,7 @@ MIN_INK = 0.12      # darkness (0 paper .. 1 black) that can count as ink at all
 MIN_CONTRAST = 0.14  # mean darkness the ink must reach: below it, the image holds no digit
 MIN_SNR = 3         # how far the digit's strokes must stand above the paper's grain, noise and texture
 AMBIGUOUS = (0.25, 0.75)  # a median pixel between these could be paper or ground: polarity is read from the ink
+MIN_RIM_CONTRAST = 0.08  # how much brighter than the ground beside them a light digit's strokes are, at least
 MAX_STROKE = 0.3    # a stroke's width as a share of its digit's size, at most (a bold 0 is about 0.2)
 MIN_COHERENCE = 0.25  # ink's correlation with its neighbour's around the digit, at least (random noise: 0)
 MIN_SIZE = 4        # pixels the digit must span, at least: a clump of two or three specks is no digit
@@ -136,10 +137,19 @@ def digit_reading(gray, name):
         dark = read_digit(gray, name)
     except UserError:
         return light
-    if digit_like(dark[1]) and not within(dark[1], light[1]) and \
+    if digit_like(dark[1]) and (not within(dark[1], light[1]) or rim(gray, light[1], dark[1])) and \
             (not digit_like(light[1]) or dark[0][dark[1]].mean() >= light[0][light[1]].mean()):
         return dark
     return light
+
+
+def rim(gray, light, dark):
+    """Whether a light reading that encloses the dark one is only the rim a bold dark digit leaves around
+    itself (the closing spreads the digit's level a little past its edge, so the paper beside it reads as
+    ink): no brighter than the paper just outside it. A light digit's strokes stand out from the ground
+    around them, which is what the dark reading found inside its loops."""
+    outside = (dilate(light.float(), 9) > 0) & ~light & ~(dilate(dark.float(), 3) > 0)
+    return not outside.any() or float(gray[light].mean() - gray[outside].mean()) < MIN_RIM_CONTRAST
 
 
 def box(mask):

@@ -327,6 +327,16 @@ def test_ruled_lines_go_and_a_single_bar_stays():
     assert torch.equal(preprocess.without_rules(bar), bar)
 
 
+@pytest.mark.parametrize("condition", [{"stroke": 6}, {"stroke": 8, "light": vignette(240, 320, 0.3)}],
+                         ids=["bold", "bolder, vignetted"])
+def test_a_bold_digit_on_grey_paper_is_read_as_dark_ink(condition, mnist_test):
+    """On mid-grey paper both polarities are tried. Reading a bold dark digit as light ink finds the rim
+    the paper's estimate leaves around it, which encloses the dark digit as a light digit encloses its
+    loops; it is no brighter than the paper beside it, so the dark reading wins, for every digit."""
+    for digit in mnist_test[0][:N]:
+        clean = preprocess.prepare(scene(digit, stroke=condition["stroke"]))
+        assert agreement(preprocess.prepare(scene(digit, paper=0.6, ink=0.1, **condition)), clean) >= 0.7
+
 @pytest.mark.parametrize("rule_gap,stem_width", [(34, 60), (24, 50), (20, 30)])
 def test_a_bold_stroke_on_lined_paper_stays_solid(rule_gap, stem_width):
     """The rules' many thin pixels pull the first estimate of stroke width down to a few pixels; a
