@@ -337,6 +337,7 @@ def test_a_bold_digit_on_grey_paper_is_read_as_dark_ink(condition, mnist_test):
         clean = preprocess.prepare(scene(digit, stroke=condition["stroke"]))
         assert agreement(preprocess.prepare(scene(digit, paper=0.6, ink=0.1, **condition)), clean) >= 0.7
 
+
 @pytest.mark.parametrize("rule_gap,stem_width", [(34, 60), (24, 50), (20, 30)])
 def test_a_bold_stroke_on_lined_paper_stays_solid(rule_gap, stem_width):
     """The rules' many thin pixels pull the first estimate of stroke width down to a few pixels; a
