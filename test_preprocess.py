@@ -338,6 +338,18 @@ def test_a_bold_digit_on_grey_paper_is_read_as_dark_ink(condition, mnist_test):
         assert agreement(preprocess.prepare(scene(digit, paper=0.6, ink=0.1, **condition)), clean) >= 0.7
 
 
+@pytest.mark.parametrize("stroke,height", [(8, 0.8), (4, 0.95)])
+def test_a_bold_digit_filling_grey_paper_is_not_its_loops(stroke, height, mnist_test):
+    """A bold 0 or 8 that fills most of mid-grey paper: read as light ink on a dark ground, its loops are
+    light shapes inside the dark digit's box, bright against the ink around them, so they looked inkier
+    than the digit; the paper inside a dark digit's loops is no light digit."""
+    images, labels = mnist_test
+    for digit in images[torch.isin(labels, torch.tensor([0, 8]))][:N]:
+        clean = preprocess.prepare(scene(digit, stroke=stroke, height=height))
+        photo = scene(digit, paper=0.7, ink=0.4, stroke=stroke, height=height)
+        assert agreement(preprocess.prepare(photo), clean) >= 0.7
+
+
 @pytest.mark.parametrize("rule_gap,stem_width", [(34, 60), (24, 50), (20, 30)])
 def test_a_bold_stroke_on_lined_paper_stays_solid(rule_gap, stem_width):
     """The rules' many thin pixels pull the first estimate of stroke width down to a few pixels; a
