@@ -123,7 +123,8 @@ def to_mnist(gray, name="image"):
 def digit_reading(gray, name):
     """(ink map, digit mask) of the image, its polarity decided.
 
-    Where the typical (median) pixel is clearly light or clearly dark, that is the paper. In between (a
+    Where the typical (median) pixel is clearly light or clearly dark, that is the paper (though where a
+    dark ground holds no light digit, it is paper in dim light, and dark ink is read). In between (a
     shadow over part of the page), the long tail decides (dark_tail); where it says light ink, dark
     ink on paper is read too. It wins when it finds a digit-like shape that is not inside the
     light reading's digit (the ground in a light digit's loops is), and the light reading finds no
@@ -131,8 +132,13 @@ def digit_reading(gray, name):
     loops), or a less inky one. On the evaluation photos the tail alone called 22 of 1,708 such images
     light, all of them dark ink: 4 were read right, now 15."""
     paper = paper_median(gray)
-    if not AMBIGUOUS[0] < paper < AMBIGUOUS[1]:
-        return read_digit(gray if paper >= AMBIGUOUS[1] else 1 - gray, name)
+    if paper >= AMBIGUOUS[1]:
+        return read_digit(gray, name)
+    if paper <= AMBIGUOUS[0]:
+        try:
+            return read_digit(1 - gray, name)
+        except UserError:  # no light digit on the dark ground: dark ink on paper photographed in dim light
+            return read_digit(gray, name)
     if dark_tail(gray):
         return read_digit(gray, name)
     try:

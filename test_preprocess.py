@@ -350,6 +350,16 @@ def test_a_bold_digit_filling_grey_paper_is_not_its_loops(stroke, height, mnist_
         assert agreement(preprocess.prepare(photo), clean) >= 0.7
 
 
+@pytest.mark.parametrize("condition", [{"paper": 0.2, "ink": 0.05, "noise": 0.01},
+                                       {"paper": 0.22, "ink": 0.08, "stroke": 3}])
+def test_dark_ink_on_paper_in_dim_light(condition, mnist_test):
+    """Paper photographed in dim light is as dark as a blackboard; when no light digit is found on it,
+    the dark ink is read."""
+    for digit in mnist_test[0][:N]:
+        clean = preprocess.prepare(scene(digit, stroke=condition.get("stroke", 0)))
+        assert agreement(preprocess.prepare(scene(digit, **condition)), clean) >= 0.7
+
+
 @pytest.mark.parametrize("rule_gap,stem_width", [(34, 60), (24, 50), (20, 30)])
 def test_a_bold_stroke_on_lined_paper_stays_solid(rule_gap, stem_width):
     """The rules' many thin pixels pull the first estimate of stroke width down to a few pixels; a
