@@ -137,8 +137,11 @@ def digit_reading(gray, name):
     if paper <= AMBIGUOUS[0]:
         try:
             return read_digit(1 - gray, name)
-        except UserError:  # no light digit on the dark ground: dark ink on paper photographed in dim light
-            return read_digit(gray, name)
+        except UserError as no_light_digit:
+            dim = dim_paper_reading(gray, name)
+            if dim is None:
+                raise no_light_digit
+            return dim
     if dark_tail(gray):
         return read_digit(gray, name)
     try:
@@ -154,6 +157,17 @@ def digit_reading(gray, name):
              dark[0][dark[1]].mean() >= light[0][light[1]].mean()):
         return dark
     return light
+
+
+def dim_paper_reading(gray, name):
+    """The dark-ink reading of a dark image that holds no light digit (paper photographed in dim light),
+    or None. Only a digit-like shape counts: on paper this dark, the lag of the paper's estimate in a
+    corner of a plain gradient reads as strong ink."""
+    try:
+        dark = read_digit(gray, name)
+    except UserError:
+        return None
+    return dark if digit_like(dark[1]) else None
 
 
 def rim(gray, light, dark):

@@ -245,14 +245,17 @@ def textured_paper(h, w, grain):
     return (0.9 + grain * blotches[:h, :w] + 0.01 * torch.randn(h, w, generator=g)) * soft_shadow(h, w, 0.3)
 
 
-@pytest.mark.parametrize("blank", ["white", "shadow only", "noise only", "textured paper"])
+@pytest.mark.parametrize("blank", ["white", "shadow only", "noise only", "textured paper", "dim paper, gradient",
+                                   "dim paper, steep gradient"])
 def test_no_digit_is_one_clear_error(blank):
     from PIL import Image
 
     h, w = 240, 320
     image = {"white": torch.ones(h, w), "shadow only": 0.95 * soft_shadow(h, w, 0.5),
              "noise only": (0.9 + 0.02 * torch.randn(h, w, generator=torch.Generator().manual_seed(1))),
-             "textured paper": textured_paper(h, w, 0.05)}[blank]
+             "textured paper": textured_paper(h, w, 0.05),
+             # as dark as a blackboard, so both polarities are tried
+             "dim paper, gradient": 0.2 * ramp(h, w, 0.6), "dim paper, steep gradient": 0.15 * ramp(h, w, 0.9)}[blank]
     buf = io.BytesIO()
     Image.fromarray((image.clamp(0, 1) * 255).byte().numpy()).save(buf, "PNG")
     with pytest.raises(cli.UserError, match="no digit found"):
