@@ -94,6 +94,12 @@ def hard_shadow(h, w, depth, cover):
     return 1 - depth * torch.sigmoid((cover + 0.1 * torch.sin(ys * 3) - xs) / 0.004)
 
 
+def top_shadow(h, w, depth, cover, edge):
+    """A shadow over the top `cover` of the image, its soft edge gently waved."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    return 1 - depth * torch.sigmoid((cover + 0.03 * torch.sin(xs * 5) - ys) / edge)
+
+
 CONDITIONS = {
     "clean drawing": {},
     "gradient": {"light": ramp(240, 320, 0.6)},
@@ -374,13 +380,6 @@ def test_a_bold_stroke_on_lined_paper_stays_solid(rule_gap, stem_width):
     assert keep[30:290, 300 + stem_width // 4:300 + stem_width - stem_width // 4].all()
 
 
-
-def top_shadow(h, w, depth, cover, edge):
-    """A shadow over the top `cover` of the image, its soft edge gently waved."""
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-    return 1 - depth * torch.sigmoid((cover + 0.03 * torch.sin(xs * 5) - ys) / edge)
-
-
 @pytest.mark.parametrize("depth,edge,height", [(0.5, 0.02, 0.2), (0.4, 0.03, 0.15)])
 def test_a_small_digit_beats_a_shadow_band_along_the_edge(depth, edge, height, mnist_test):
     """The paper's estimate lags at a shadow's edge and leaves a band of faint false ink along the image's
@@ -389,6 +388,7 @@ def test_a_small_digit_beats_a_shadow_band_along_the_edge(depth, edge, height, m
         photo = scene(digit, size=(320, 480), height=height, centre=(0.6, 0.5), noise=0.01,
                       light=top_shadow(320, 480, depth, 0.1, edge))
         assert agreement(preprocess.prepare(photo), preprocess.prepare(scene(digit))) >= 0.7
+
 
 # ---------------------------------------------------------------- fuzzing
 
