@@ -336,6 +336,23 @@ def test_ruled_lines_go_and_a_single_bar_stays():
     assert torch.equal(preprocess.without_rules(bar), bar)
 
 
+@pytest.mark.parametrize("gap", [0.55, 0.7])
+def test_a_stroke_broken_by_a_faint_stretch_stays_one_digit(gap):
+    """A 7 whose stem thins to a hairline under its bar: the hairline is too faint to be ink, so bar and
+    stem are two pieces, `gap` times the bar's width apart. Both are the digit; a mark twice as far off
+    is not."""
+    ink = 0.02 * torch.rand(300, 300, generator=torch.Generator().manual_seed(0))
+    top = 100
+    ink[top:top + 10, 100:160] = 0.9                                     # the bar, 60 wide
+    stem = top + 10 + round(gap * 60)
+    ink[top + 10:stem, 150:152] = 0.05                                   # the hairline between
+    ink[stem:stem + 50, 145:155] = 0.9                                   # the stem
+    ink[stem + 120:stem + 130, 40:50] = 0.9                              # a mark far below
+    keep = preprocess.digit_mask(ink, "seven.png")
+    assert keep[top + 5, 105:155].all() and keep[stem + 5:stem + 45, 148:152].all()
+    assert not keep[stem + 120:, :60].any()
+
+
 @pytest.mark.parametrize("condition", [{"stroke": 6}, {"stroke": 8, "light": vignette(240, 320, 0.3)}],
                          ids=["bold", "bolder, vignetted"])
 def test_a_bold_digit_on_grey_paper_is_read_as_dark_ink(condition, mnist_test):
