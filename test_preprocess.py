@@ -397,6 +397,22 @@ def test_a_bold_stroke_on_lined_paper_stays_solid(rule_gap, stem_width):
     assert keep[30:290, 300 + stem_width // 4:300 + stem_width - stem_width // 4].all()
 
 
+@pytest.mark.parametrize("blot_width,blot_height", [(26, 60), (24, 100)])
+def test_a_bold_stretch_of_a_thin_digit_stays_solid(blot_width, blot_height):
+    """A 0 drawn thin but for one bold stretch (a marker pressed down): the boldest strokes are a small
+    share of the digit, and they, not the average, say how wide the closing must be."""
+    gray = torch.full((512, 512), 0.85)
+    gray[12::24] = 0.6
+    ys, xs = torch.meshgrid(torch.arange(512.0), torch.arange(512.0), indexing="ij")
+    r = (((ys - 256) / 140) ** 2 + ((xs - 256) / 90) ** 2).sqrt()
+    gray[(r > 1 - 8 / 90) & (r <= 1)] = 0.33
+    top, left = 256 - blot_height // 2, 166
+    gray[top:top + blot_height, left:left + blot_width] = 0.33
+    _, keep = preprocess.read_digit(gray, "zero.png")
+    assert keep[top + blot_height // 4:top + 3 * blot_height // 4,
+                left + blot_width // 4:left + blot_width - blot_width // 4].all()
+
+
 @pytest.mark.parametrize("depth,edge,height", [(0.5, 0.02, 0.2), (0.4, 0.03, 0.15)])
 def test_a_small_digit_beats_a_shadow_band_along_the_edge(depth, edge, height, mnist_test):
     """The paper's estimate lags at a shadow's edge and leaves a band of faint false ink along the image's
