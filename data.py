@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from cli import UserError
+from preprocess import dilate, frame
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-IMAGE_AUGMENTATIONS = ("rotate", "affine", "lowres", "erase", "noise")  # what augment() does to each image
+IMAGE_AUGMENTATIONS = ("rotate", "affine", "stroke", "lowres", "erase", "noise")  # what augment() does to each image
 AUGMENTATIONS = IMAGE_AUGMENTATIONS + ("printed",)  # and printed digits added to the training set
 
 
@@ -117,6 +118,18 @@ def augment(x, kinds, strengths):
             torch.stack([-sin, cos - sin * tan, shift[:, 1]], 1),
         ], 1) / scale[:, None, None]
         x = F.grid_sample(x, affine_grid_28(theta), mode="bilinear", padding_mode="zeros", align_corners=False)
+    if "stroke" in kinds:
+        # Another pen: stroke_prob of the samples, half of them thickened and half thinned, each by a
+        # random share (0 to 1) of a 3x3 grey dilation or erosion (preprocess's shifted maxima: on a CPU
+        # F.max_pool2d at stride 1 takes about twice as long).
+        pick = (torch.rand(b, device=dev) < s["stroke_prob"]).nonzero().flatten()
+        picked = x[pick]
+        thicker = torch.rand(len(pick), device=dev) < 0.5
+        for group, sign in ((thicker, 1), (~thicker, -1)):
+            part = picked[group]
+            share = torch.rand(len(part), 1, 1, 1, device=dev)
+            picked[group] = part + share * (sign * dilate(sign * part, 3) - part)
+        x = x.index_put((pick,), picked)
     if "lowres" in kinds:
         # A low-resolution scan: lowres_prob of the samples shrunk to a side of lowres_px (the whole
         # 28-pixel field; the digit spans 20/28 of it) and scaled back up, blocky detail blurred away.
@@ -192,8 +205,6 @@ def printed_digits(per_digit, ones=None, seed=0):
     these fonts' 1s have bases), the 7 with a crossbar, the dotted and the slashed 0. Its own random
     generator: the training run's draws are untouched."""
     from PIL import Image, ImageDraw, ImageFont
-
-    from preprocess import frame
 
     rng = torch.Generator().manual_seed(seed)
     sizes = (24, 32, 48, 64, 96)

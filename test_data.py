@@ -96,6 +96,20 @@ def test_lowres_blurs_its_share_of_the_samples_and_keeps_their_ink(mnist_train):
     assert torch.equal(data.augment(x, ["lowres"], dict(STRENGTHS, lowres_prob=0.0)), x)
 
 
+def test_stroke_thickens_or_thins_each_digit_it_picks(mnist_train):
+    """Another pen: each picked digit lies, pixel by pixel, between its 3x3 erosion and its dilation, about
+    half of them bolder and half thinner; stroke_prob 0 leaves the batch alone."""
+    x = mnist_train[0][:512].float() / 255
+    out = data.augment(x, ["stroke"], dict(STRENGTHS, stroke_prob=1.0))
+    dilated, eroded = F.max_pool2d(x, 3, 1, 1), -F.max_pool2d(-x, 3, 1, 1)
+    assert (out <= dilated + 1e-6).all() and (out >= eroded - 1e-6).all()
+    ink = out.flatten(1).sum(1) / x.flatten(1).sum(1)
+    assert 0.3 < (ink > 1.05).float().mean() < 0.7 and 0.3 < (ink < 0.95).float().mean() < 0.7
+    alike = F.cosine_similarity(out.flatten(1), x.flatten(1))
+    assert alike.median() > 0.8 and alike.min() > 0.3  # the same digit (a thin one fully eroded is faint)
+    assert torch.equal(data.augment(x, ["stroke"], dict(STRENGTHS, stroke_prob=0.0)), x)
+
+
 def test_strengths_bound_the_augmentation(mnist_train):
     """Zero strengths leave rotation and affine as the identity: the strengths are what is applied."""
     x = mnist_train[0][:16].float() / 255
