@@ -11,6 +11,9 @@ import data
 import train
 
 STRENGTHS = train.RECIPE["augment_strengths"]
+# The recipe's strengths, with noise on half the samples instead of 1%, so that a batch of 64 is sure
+# to show it.
+NOISY = dict(STRENGTHS, noise_prob=0.5)
 
 
 # ---------------------------------------------------------------- reading MNIST
@@ -64,7 +67,7 @@ def test_mnist_statistics_match_the_constants(mnist_train):
 @pytest.mark.parametrize("kinds", [[k] for k in data.IMAGE_AUGMENTATIONS] + [list(data.IMAGE_AUGMENTATIONS)])
 def test_augmentation_keeps_shape_dtype_range(kinds, mnist_train):
     x = mnist_train[0][:64].float() / 255
-    out = data.augment(x, kinds, STRENGTHS)
+    out = data.augment(x, kinds, NOISY)
     assert out.shape == x.shape and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
     assert not torch.equal(out, x)
@@ -75,21 +78,25 @@ def test_augmentation_differs_per_sample(kinds, mnist_train):
     """64 copies of one image come out as different images: the random parameters are per sample."""
     torch.manual_seed(0)
     same_image = (mnist_train[0][:1].float() / 255).repeat(64, 1, 1, 1)
-    changed = [o for o in data.augment(same_image, kinds, STRENGTHS) if not torch.equal(o, same_image[0])]
+    changed = [o for o in data.augment(same_image, kinds, NOISY) if not torch.equal(o, same_image[0])]
     distinct = {tuple(o.flatten().tolist()) for o in changed}
-    assert len(changed) >= 4  # erasing (p=0.5) and noise (10% of a batch) leave the rest as they were
+    assert len(changed) >= 4  # erasing and noise (p=0.5 each) leave the rest as they were
     assert len(distinct) >= 0.9 * len(changed)  # two erased boxes can, rarely, cover the same pixels
 
 
 def test_lowres_blurs_its_share_of_the_samples_and_keeps_their_ink(mnist_train):
-    """A low-resolution scan: every picked digit loses its sharp edges, keeps its ink where it was, and
+    """A low-resolution scan: at every side in lowres_px, every picked digit loses its sharp edges and
+    keeps its ink where it was (a thin digit's strokes alias at 13 pixels: one of these 256 keeps 66%
+    of its ink sum there, so each is held to a looser bound than the typical digit); a picked digit
     takes one of the lowres_px sizes; lowres_prob 0 leaves the batch alone."""
     x = mnist_train[0][:256].float() / 255
-    out = data.augment(x, ["lowres"], dict(STRENGTHS, lowres_prob=1.0, lowres_px=[11, 14]))
     edges = lambda im: (im[..., 1:] - im[..., :-1]).abs().flatten(1).sum(1)  # noqa: E731
-    assert (edges(out) < edges(x)).all() and (edges(out) / edges(x)).median() < 0.8
-    assert torch.allclose(out.flatten(1).sum(1), x.flatten(1).sum(1), rtol=0.3)
-    assert F.cosine_similarity(out.flatten(1), x.flatten(1)).min() > 0.6  # the same digit, blurred
+    for side in range(11, 15):
+        out = data.augment(x, ["lowres"], dict(STRENGTHS, lowres_prob=1.0, lowres_px=[side, side]))
+        assert (edges(out) < edges(x)).all() and (edges(out) / edges(x)).median() < 0.8
+        ink = out.flatten(1).sum(1) / x.flatten(1).sum(1)
+        assert 0.95 < ink.median() < 1.05 and ink.min() > 0.6 and ink.max() < 1.25
+        assert F.cosine_similarity(out.flatten(1), x.flatten(1)).min() > 0.6  # the same digit, blurred
     distinct = {tuple(o.flatten().tolist()) for o in data.augment(x[:1].repeat(64, 1, 1, 1), ["lowres"],
                                                                  dict(STRENGTHS, lowres_prob=1.0))}
     assert 2 <= len(distinct) <= 4  # one per side in lowres_px
