@@ -47,10 +47,10 @@ RECIPE = {  # what a run trains with; the sidecar records all of it
     "schedule": {"pct_start": 0.1, "div_factor": 4.0, "final_div_factor": 100.0, "beta1": [0.95, 0.85]},
     "label_smoothing": 0.1,
     "augment": ["rotate", "affine", "stroke", "noise", "printed", "lowres"],
-    # Mild, since one epoch leaves no time to learn heavy distortions, and predict.py straightens and
-    # centres users' digits itself. Noise goes to noise_prob of the samples, its sigma drawn from
-    # [0, noise_std_max]: 1% is enough to keep the model steady under noise (test_model.py), and every
-    # image it takes costs the rest. "printed" adds printed_per_digit rendered digits of each class
+    # Mild, since one epoch leaves no time to learn heavy distortions, and predict.py centres users'
+    # digits by mass itself. Noise goes to noise_prob of the samples, its sigma drawn from
+    # [0, noise_std_max]: 1% keeps the model steady under noise (test_model.py); 10% cost the other
+    # evaluation sets (README). "printed" adds printed_per_digit rendered digits of each class
     # (printed_ones of the 1), printed_repeats times over (data.printed_digits): MNIST's hands rarely
     # write a 1 with a flag and a base, and without them fonts and photos of print fail. The 1 comes in
     # the most shapes and was most of the misses: 150 of it instead of 50, seeds 1-3, took unseen fonts
