@@ -132,13 +132,14 @@ def augment(x, kinds, strengths):
         x = x.index_put((pick,), picked)
     if "lowres" in kinds:
         # A low-resolution scan: lowres_prob of the samples shrunk to a side of lowres_px (the whole
-        # 28-pixel field; the digit spans 20/28 of it) and scaled back up, blocky detail blurred away.
+        # 28-pixel field; the digit spans 20/28 of it) and scaled back up as predict.py enlarges a small
+        # digit, bicubic (bilinear here, seeds 1-4: 8x8 handwriting 96.33% against 97.04%; README).
         pick = (torch.rand(b, device=dev) < s["lowres_prob"]).nonzero().flatten()
         sides = torch.randint(s["lowres_px"][0], s["lowres_px"][1] + 1, (len(pick),), device=dev)
         for side in sides.unique().tolist():
             rows = pick[sides == side]
             small = F.interpolate(x[rows], size=(side, side), mode="area")
-            x = x.index_put((rows,), F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False))
+            x = x.index_put((rows,), F.interpolate(small, size=(28, 28), mode="bicubic", align_corners=False).clamp(0, 1))
     if "erase" in kinds:
         area = uniform(*s["erase_area"]) * 28 * 28
         aspect = torch.exp(uniform(math.log(0.5), math.log(2.0)))

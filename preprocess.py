@@ -464,8 +464,12 @@ def frame(digit):
     h, w = digit.shape
     scale = 20 / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    # antialiased, so that thin strokes survive the shrink
-    digit = F.interpolate(digit[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    # Shrunk antialiased, so that thin strokes survive. Enlarged (a low-resolution scan) bicubic: smoother
+    # strokes than bilinear's, closer to the digit the scan was made from (8x8 handwriting 95.44% against
+    # 94.71%, seeds 1-4 +0.59 points on average; README); clamped, as bicubic overshoots at sharp edges.
+    mode = "bicubic" if scale > 1 else "bilinear"
+    digit = F.interpolate(digit[None, None], size=size, mode=mode, antialias=True, align_corners=False)[0, 0]
+    digit = digit.clamp(0, 1)
     digit = even_strokes(F.pad(digit / digit.max().clamp_min(1e-6), (2, 2, 2, 2)))
     rows, cols = digit.any(1).nonzero().flatten(), digit.any(0).nonzero().flatten()
     digit = digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
