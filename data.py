@@ -132,14 +132,17 @@ def augment(x, kinds, strengths):
         x = x.index_put((pick,), picked)
     if "lowres" in kinds:
         # A low-resolution scan: lowres_prob of the samples shrunk to a side of lowres_px (the whole
-        # 28-pixel field; the digit spans 20/28 of it) and scaled back up as predict.py enlarges a small
-        # digit, bicubic (bilinear here, seeds 1-8: 8x8 handwriting 96.45% against 96.70%; README).
+        # 28-pixel field; the digit spans 20/28 of it) and scaled back up bicubic, as predict.py enlarges
+        # a small digit (seeds 1-8, 8x8 handwriting: 96.70% against 96.45% when this was bilinear;
+        # README). Not antialiased, so its cubic is torch's a = -0.75 where preprocess.frame's is
+        # PIL's a = -0.5: both were measured as they are.
         pick = (torch.rand(b, device=dev) < s["lowres_prob"]).nonzero().flatten()
         sides = torch.randint(s["lowres_px"][0], s["lowres_px"][1] + 1, (len(pick),), device=dev)
         for side in sides.unique().tolist():
             rows = pick[sides == side]
             small = F.interpolate(x[rows], size=(side, side), mode="area")
-            x = x.index_put((rows,), F.interpolate(small, size=(28, 28), mode="bicubic", align_corners=False).clamp(0, 1))
+            big = F.interpolate(small, size=(28, 28), mode="bicubic", align_corners=False)
+            x = x.index_put((rows,), big.clamp(0, 1))  # bicubic overshoots at sharp edges
     if "erase" in kinds:
         area = uniform(*s["erase_area"]) * 28 * 28
         aspect = torch.exp(uniform(math.log(0.5), math.log(2.0)))

@@ -16,8 +16,16 @@ from hypothesis import strategies as st
 import cli
 import preprocess
 from inference import probabilities
+from plots import gray_png
 
 N = 16  # digits per condition
+
+
+def ink_box(digit, level=0.1):
+    """An MNIST digit (1, 28, 28) uint8 as (1, 1, h, w) float in [0, 1], cropped to its pixels above `level`."""
+    m = digit[0].float()[None, None] / 255
+    rows, cols = (m[0, 0] > level).any(1).nonzero(), (m[0, 0] > level).any(0).nonzero()
+    return m[..., rows.min():rows.max() + 1, cols.min():cols.max() + 1]
 
 
 def scene(digit, size=(240, 320), height=0.5, centre=(0.5, 0.5), paper=0.95, ink=0.1, stroke=0, angle=0.0,
@@ -29,9 +37,7 @@ def scene(digit, size=(240, 320), height=0.5, centre=(0.5, 0.5), paper=0.95, ink
     from PIL import Image
 
     h, w = size
-    mask = digit[0].float()[None, None] / 255
-    rows, cols = (mask[0, 0] > 0.1).any(1).nonzero(), (mask[0, 0] > 0.1).any(0).nonzero()
-    mask = mask[..., rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    mask = ink_box(digit)
     target = max(8, int(h * height))
     mask = F.interpolate(mask, size=(target, max(1, round(mask.shape[-1] * target / mask.shape[-2]))),
                          mode="bilinear", align_corners=False)
@@ -159,16 +165,10 @@ def test_capture_condition(condition, trained, mnist_test):
 def low_res_scan(digit, side):
     """An MNIST digit (1, 28, 28) uint8 as a PNG scanned `side` pixels tall: its box area-averaged down,
     white on black with a pixel of ground around it, as the UCI 8x8 digits in eval_sets.py are."""
-    from PIL import Image
-
-    m = digit[0].float()[None, None] / 255
-    rows, cols = (m[0, 0] > 0.1).any(1).nonzero(), (m[0, 0] > 0.1).any(0).nonzero()
-    m = m[..., rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    m = ink_box(digit)
     scale = side / max(m.shape[-2:])
     m = F.interpolate(m, size=tuple(max(1, round(n * scale)) for n in m.shape[-2:]), mode="area")
-    buf = io.BytesIO()
-    Image.fromarray((F.pad(m, (1, 1, 1, 1))[0, 0] * 255).round().byte().numpy()).save(buf, "PNG")
-    return buf.getvalue()
+    return gray_png((F.pad(m, (1, 1, 1, 1))[0, 0] * 255).round().byte().numpy())
 
 
 @pytest.mark.parametrize("side", [8, 12])
@@ -189,9 +189,7 @@ def test_light_digit_filling_a_grey_frame_stays_light(mnist_test):
     the ground inside its loops looks like dark ink. It is read as light, as its negative is read as dark."""
     ambiguous = 0
     for d in mnist_test[0][:64]:
-        m = d[0].float() / 255
-        rows, cols = (m > 0.3).any(1).nonzero(), (m > 0.3).any(0).nonzero()
-        m = m[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        m = ink_box(d, 0.3)[0, 0]
         gray = 0.15 + 0.7 * F.interpolate(m[None, None], size=(48, 48), mode="bilinear")[0, 0].clamp(0, 1)
         paper = preprocess.paper_median(gray)
         if not (preprocess.AMBIGUOUS[0] < paper < preprocess.AMBIGUOUS[1]) or preprocess.dark_tail(gray):
