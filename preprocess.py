@@ -488,13 +488,18 @@ def even_strokes(digit):
     """A digit at MNIST's 20-pixel scale with its strokes brought into MNIST's range, one pixel a side at a
     time: a marker's or a low-resolution scan's strokes wider than 4 pixels eroded (MNIST's test digits
     measure 2.0 to 3.4 from the 1st to the 95th percentile, 4.0 at the 99th), and a fine pen's
-    hairlines dilated: those that no 3x3 erosion leaves anything of, even counting their faint edges
-    (true of 0.5% of MNIST's digits)."""
+    hairlines spread by a blur into strokes about 3 pixels wide with soft edges, as MNIST's are: those
+    that no 3x3 erosion leaves anything of, even counting their faint edges (true of 0.5% of MNIST's
+    digits). A 3x3 dilation, before, gave every pixel the strongest ink around it: hard-edged blocks,
+    and a faint tip (a thin font's 6's hook) as bold as the rest, read as an 8. With the blur, seeds
+    1-16's checkpoints read unseen fonts 99.47% (99.42% before) and photos 97.11% (97.04%); MNIST's
+    PNGs and the handwriting within an image of before (README)."""
     for _ in range(3):
         if stroke_width(digit > 0.4) > 4:
             digit = -dilate(-digit, 3)
         elif not (-dilate(-(digit > 0.1).float(), 3)).any():
-            digit = dilate(digit, 3)
+            digit = blur(digit[None, None], 3)[0, 0]
+            digit = digit / digit.max()
         else:
             break
     return digit
