@@ -6,9 +6,9 @@ from data import to_input
 
 # A top probability under this marks an answer as low confidence: a letter, a shape or a smudge
 # rather than a digit. Calibrated with eval_sets.py on the default model (README, "Your own digits");
-# with the seed-1 default of 2026-11-28 (small digits enlarged bicubic) it flags 64% of letters, 69% of
-# shapes, 96% of blank pages with a shadow, and 3.3% of MNIST's digits (the shares move by several
-# points from seed to seed).
+# with the seed-1 default of 2026-11-28 (hairlines blurred, small digits enlarged bicubic) it flags 65%
+# of letters, 62% of shapes, 96% of blank pages with a shadow, and 3.4% of MNIST's digits (the shares
+# move by several points from seed to seed).
 LOW_CONFIDENCE = 0.6
 
 
