@@ -493,7 +493,7 @@ def even_strokes(digit):
     digits). A 3x3 dilation, before, gave every pixel the strongest ink around it: hard-edged blocks,
     and a faint tip (a thin font's 6's hook) as bold as the rest, read as an 8. With the blur, seeds
     1-16's checkpoints read unseen fonts 99.47% (99.42% before) and photos 97.11% (97.04%); MNIST's
-    PNGs and the handwriting within an image of before (README)."""
+    PNGs and the handwriting as before, within an image (README)."""
     for _ in range(3):
         if stroke_width(digit > 0.4) > 4:
             digit = -dilate(-digit, 3)

@@ -226,7 +226,7 @@ def test_framing_is_mnists(size, mnist_test):
     assert abs(com[0] - 14) <= 1 and abs(com[1] - 14) <= 1
 
 
-# Digits drawn with a fine pen: one-pixel lines, 220 pixels tall, so a twelfth of a pixel at MNIST's scale.
+# Digits drawn with a fine pen: one-pixel lines, 220 pixels tall, so an eleventh of a pixel at MNIST's scale.
 PEN_DIGITS = {
     0: lambda pen: pen.ellipse((110, 40, 190, 260), outline=0, width=1),
     4: lambda pen: (pen.line((170, 40, 170, 260), fill=0, width=1), pen.line((170, 40, 100, 190), fill=0, width=1),
@@ -248,7 +248,7 @@ def soft_share(digit):
 @pytest.mark.parametrize("label", PEN_DIGITS)
 def test_a_fine_pens_hairlines_come_out_soft_edged(label, trained, mnist_test):
     """Hairlines are spread into strokes as wide as MNIST's with edges as soft as MNIST's (a 3x3 dilation
-    made hard-edged blocks of them: 11-24% of the ink soft on the curved digits, against MNIST's median
+    made hard-edged blocks of them: 11-20% of the ink soft on the curved digits, against MNIST's median
     26%), and the model reads them."""
     import numpy
     from PIL import Image, ImageDraw
