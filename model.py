@@ -64,12 +64,14 @@ class FastNet(MnistNet):
 
 
 class WideNet(MnistNet):
-    """The most accurate under 25k, 22,826 params: FastNet's plan with a full-resolution first conv,
-    a wider 14x14 stage and SiLU, for about 1.4x its multiply-adds. SiLU lifted its one-epoch test
+    """The most accurate under 25k, 24,658 params: FastNet's plan with a full-resolution first conv,
+    two convs at 12x12 and SiLU, for 1.55x its multiply-adds. SiLU lifted its one-epoch test
     accuracy from 99.32% to 99.36% (mean of 5 seeds at batch 32); on FastNet it gave 99.14% against
-    ReLU's 99.17%, so FastNet keeps ReLU."""
+    ReLU's 99.17%, so FastNet keeps ReLU. The second 12x12 conv, paid for by 28 channels instead of
+    32 at 6x6, took it from 99.41% to 99.45% (seeds 1-5) and from 99.37% to 99.41% (seeds 6-10),
+    each with the recipe's beta2 of 0.99 (README)."""
 
-    documented_params = 22_826
+    documented_params = 24_658
 
     def __init__(self):
         super().__init__()
@@ -78,12 +80,13 @@ class WideNet(MnistNet):
             *conv_bn_act(1, 16, act=nn.SiLU),   # 16x24x24, RF 3
             nn.MaxPool2d(2),                    # 16x12x12, RF 4
             *conv_bn_act(16, 24, act=nn.SiLU),  # 24x12x12, RF 8
-            nn.MaxPool2d(2),                    # 24x6x6,   RF 10
-            *conv_bn_act(24, 32, act=nn.SiLU),  # 32x6x6,   RF 18
-            *conv_bn_act(32, 32, act=nn.SiLU),  # 32x6x6,   RF 26
-            nn.MaxPool2d(2),                    # 32x3x3,   RF 30
+            *conv_bn_act(24, 24, act=nn.SiLU),  # 24x12x12, RF 12
+            nn.MaxPool2d(2),                    # 24x6x6,   RF 14
+            *conv_bn_act(24, 28, act=nn.SiLU),  # 28x6x6,   RF 22
+            *conv_bn_act(28, 28, act=nn.SiLU),  # 28x6x6,   RF 30
+            nn.MaxPool2d(2),                    # 28x3x3,   RF 34
             nn.Flatten(),
-            nn.Linear(32 * 3 * 3, 10),
+            nn.Linear(28 * 3 * 3, 10),
         )
 
 
