@@ -54,6 +54,8 @@ def test_input_contract(mnist_test):
     assert x.dtype == torch.float32 and x.shape == images.shape
     assert torch.allclose(x, (images.float() / 255 - data.MNIST_MEAN) / data.MNIST_STD)
     assert torch.equal(data.normalize(images.float() / 255), x)
+    unit = images.float() / 255
+    assert data.normalize(unit, out=unit) is unit and torch.equal(unit, x)  # in place, the same values
 
 
 def test_mnist_statistics_match_the_constants(mnist_train):
@@ -71,6 +73,22 @@ def test_augmentation_keeps_shape_dtype_range(kinds, mnist_train):
     assert out.shape == x.shape and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
     assert not torch.equal(out, x)
+
+
+@pytest.mark.parametrize("kinds", [["stroke", "lowres", "erase", "noise"], list(data.IMAGE_AUGMENTATIONS)])
+def test_augmentation_leaves_its_input_alone(kinds, mnist_train):
+    """augment writes into the tensors it makes, never into the caller's (every kind on every sample)."""
+    x = mnist_train[0][:64].float() / 255
+    before = x.clone()
+    every = dict(STRENGTHS, stroke_prob=1.0, lowres_prob=1.0, erase_prob=1.0, noise_prob=1.0)
+    assert not torch.equal(data.augment(x, kinds, every), x)
+    assert torch.equal(x, before)
+
+
+def test_affine_grid_28_is_torchs_affine_grid():
+    theta = torch.randn(256, 2, 3) * 0.5
+    expected = F.affine_grid(theta, (256, 1, 28, 28), align_corners=False)
+    assert torch.allclose(data.affine_grid_28(theta), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("kinds", [[k] for k in data.IMAGE_AUGMENTATIONS if k != "lowres"])  # 4 sizes: below
