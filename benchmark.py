@@ -3,6 +3,7 @@
     python benchmark.py                       # all variants, 5 seeds each, plus the reference
     python benchmark.py --quick               # 1 seed, the fast subset (what CI runs)
     python benchmark.py --json bench.json --plot benchmark.png
+    python benchmark.py --markdown bench_cpu.json   # the README's results table from a --json file
 
 Per variant: params, multiply-adds per image, training-loop seconds for one epoch, training
 accuracy and test accuracy (mean and min over seeds), each with train.py's recipe for it. Then the end-to-end
@@ -64,6 +65,9 @@ def build_parser():
     p.add_argument("--plot", metavar="PNG", help="also plot test accuracy against params and against seconds")
     p.add_argument("--reference-run", metavar="OUT_DIR",
                    help="run the reference pipeline once into OUT_DIR and exit (used to time it as a process)")
+    p.add_argument("--markdown", metavar="JSON",
+                   help="instead of training: print the README's results table from a --json file (its rows for "
+                        "--models, default this project's variants and named recipes) and exit")
     p.add_argument("--preprocess", metavar="CHECKPOINT",
                    help="instead of training: time predict.py's preprocessing of a 4000x3000 photo (JPEG and "
                         "PNG) and one image end to end with CHECKPOINT, then exit")
@@ -72,8 +76,10 @@ def build_parser():
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
+    if args.markdown:
+        return args
     cli.check_range("--seeds", args.seeds, 1, MAX_SEEDS)
-    train.check_training_flags(args)
+    train.check_training_flags(args.batch_size, args.lr)
     names = list(QUICK_MODELS if args.quick else MODELS) if args.models is None else \
         [n.strip() for n in args.models.split(",") if n.strip()]
     if not names:
@@ -89,7 +95,7 @@ def parse_args(argv=None):
             cli.check_out_file(path, flag)
     args.models, args.seeds = names, 1 if args.quick else args.seeds
     args.device = cli.resolve_device(args.device)
-    train.require_cuda_for_graphs(args)
+    train.require_cuda_for_graphs(args.cuda_graphs, args.device)
     return args
 
 
@@ -144,8 +150,8 @@ def variant_recipe(entry, args):
 
 def one_epoch(config, model, images, labels, args, cuda_graphs=False):
     """One quiet epoch of a recipe (variant_recipe's); returns the running training accuracy."""
-    return train.train(train.trainable(model, args), images, labels, config, 1, log=lambda *a: None,
-                       cuda_graphs=cuda_graphs)[1]
+    return train.train(train.trainable(model, args.compile, args.device), images, labels, config, 1,
+                       log=lambda *a: None, cuda_graphs=cuda_graphs)[1]
 
 
 def train_variant(name, config, seed, mnist, args):
@@ -250,6 +256,37 @@ def end_to_end(data_dir, device, repeats=2):
 
 # ---------------------------------------------------------------- report
 
+def cpu_name():
+    """The CPU's model name where Linux tells it (platform.processor() says only x86_64 there)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def markdown(result, names=None):
+    """The README's results table from a --json result: the rows named (default: every row but the
+    reference architectures), the reference pipeline when it ran, and the end-to-end speed-up."""
+    picked = [r for r in result["variants"] if (r["name"] in names if names else not r["name"].startswith("ref_"))]
+    rows = [[r["name"].replace(":", ", `--recipe ") + ("`" if ":" in r["name"] else ""), f"{r['params']:,}",
+             str(r["batch_size"]), f"{r['steps_per_epoch']:,}", f"{r['epoch_s']:.2f}", f"{r['train_acc_mean']:.2f}",
+             f"{r['test_acc_mean']:.2f}", f"{r['test_acc_min']:.2f}"] for r in picked]
+    ref, ours = result.get("reference"), result.get("train_py")
+    if ref and not names:
+        rows.append(["reference pipeline (ref_allconv_12k, PIL + DataLoader, Adam)", "12,412",
+                     str(REFERENCE_BATCH_SIZE), "", f"{ref['epoch_s']:.2f}", "", f"{ref['test_acc']:.2f}", ""])
+    text = cli.markdown_table(["model", "params", "batch", "steps / epoch", "epoch s (median)", "train acc % (mean)",
+                               "test acc % (mean)", "test acc % (min)"], rows, align="lrrrrrrr")
+    if ref and ours and not names:
+        text += (f"\nEnd to end, `python train.py` reached its checkpoint in {ours['wall_s']:.2f} s "
+                 f"({ours['test_acc']:.2f}% test), the reference pipeline in {ref['wall_s']:.2f} s: "
+                 f"**{ref['wall_s'] / ours['wall_s']:.2f}x faster** ({ref['exit_s'] / ours['exit_s']:.2f}x to "
+                 f"process exit).\n")
+    return text + (f"\n{result['seeds']} seeds per row, {result['date']}, torch {result['torch']}, "
+                   f"{result['device']} ({result['device_name']}, {result['cpu_threads']} threads).\n")
+
+
 def print_table(rows, reference, ours, seeds):
     print(f"\none augmented epoch, {seeds} seed(s) each; accuracies in %")
     print(f"{'model':18s} {'params':>7s} {'MACs':>9s} {'batch':>5s} {'steps':>5s} {'img/s':>7s} {'epoch s':>8s} "
@@ -306,6 +343,10 @@ def time_preprocessing(checkpoint, data_dir, repeats=5):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.markdown:
+        names = args.models and [n.strip() for n in args.models.split(",") if n.strip()]
+        print(markdown(cli.read_json(args.markdown, "--markdown"), names), end="")
+        return
     if args.reference_run:
         reference_pipeline(args.data_dir, args.reference_run)
         return
@@ -332,9 +373,9 @@ def main(argv=None):
         print(f"{entry}: " + ", ".join(f"seed {i + 1} test {t:.2f}%" for i, t in enumerate(test_acc)), flush=True)
     result = {"variants": rows, "seeds": args.seeds,
               "compile": args.compile, "cuda_graphs": args.cuda_graphs, "device": args.device,
-              "device_name": torch.cuda.get_device_name() if args.device == "cuda" else
-              platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
-              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+              "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
+              "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+              "command": " ".join(["python benchmark.py", *(sys.argv[1:] if argv is None else map(str, argv))])}
     if args.no_end_to_end:
         print_table(rows, None, None, args.seeds)
     else:

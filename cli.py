@@ -8,6 +8,7 @@ do. Nothing here imports torch at module level: a script sets up its signals bef
 """
 import argparse
 import errno
+import json
 import os
 import shutil
 import signal
@@ -126,7 +127,24 @@ def read_file(path, what):
         raise UserError(f"cannot read {what} {path!r} ({e.strerror}): check the path and its permissions") from None
 
 
+def read_json(path, what):
+    """The JSON object in a file the user named, or one line that says why it is not one."""
+    try:
+        value = json.loads(read_file(path, what))
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise UserError(f"{what} {path!r} is not a JSON object: pass the file the script's --json wrote")
+    return value
+
+
 # ---------------------------------------------------------------- output files
+
+def markdown_table(header, rows, align):
+    """A Markdown table; `align` has one letter per column, l or r."""
+    rule = ["---:" if a == "r" else "---" for a in align]
+    return "".join(f"| {' | '.join(cells)} |\n" for cells in [header, rule, *rows])
+
 
 def check_out_dir(out_dir, flag="--out-dir", need_bytes=0):
     """Create out_dir if needed and prove it takes a file and has need_bytes free, before any work is spent.

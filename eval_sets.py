@@ -1,7 +1,8 @@
 """Digits that are not MNIST's own files, to measure predict.py on: generated reproducibly, then scored.
 
     python eval_sets.py --out evalsets                        # write the sets (seed 0; 8 minutes, 250 MB)
-    python eval_sets.py --out evalsets --checkpoint CK.pth    # ... and score a checkpoint on each
+    python eval_sets.py --out evalsets --checkpoint CK.pth --json eval_sets.json   # ... and score a checkpoint
+    python eval_sets.py --markdown eval_sets.json             # the README's table of those scores
     python predict.py CK.pth --evaluate evalsets/photo        # or one set, with its confusion matrix
 
 Sets (each image in <set>/<label>/, as predict.py --evaluate DIR reads them):
@@ -20,8 +21,11 @@ Sets (each image in <set>/<label>/, as predict.py --evaluate DIR reads them):
 """
 import glob
 import io
+import json
 import math
 import os
+import sys
+import time
 
 import numpy as np
 
@@ -39,18 +43,37 @@ INKS = {"black": (20, 20, 24), "blue": (28, 42, 140), "dark blue": (16, 24, 70),
         "pencil": (90, 90, 96), "green": (20, 90, 40)}
 
 
+# What each scored set holds, as the README's table says it.
+SETS = {"mnist_png": "the 10k MNIST test digits as PNG files, through predict.py's path",
+        "photo": "MNIST test digits and unseen fonts as ink on paper: gradients, shadows, lined or tinted "
+                 "paper, blur, noise, JPEG, 320-1600 px",
+        "fonts": "each digit of every installed font but the families training draws in",
+        "fonts_trained": "the fonts of the families training draws in (DejaVu, STIX)",
+        "handwriting": "real handwriting not from MNIST: the UCI digits (43 writers, 8x8 scans) in scikit-learn"}
+
+
 def build_parser():
     p = cli.parser(__doc__)
-    p.add_argument("--out", required=True, metavar="DIR", help="a new folder for the sets (about 250 MB)")
+    p.add_argument("--out", metavar="DIR", help="a new folder for the sets (about 250 MB); needed unless --markdown")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same images")
     p.add_argument("--photos", type=int, default=PHOTOS, metavar="N", help="how many photo-like images")
     p.add_argument("--checkpoint", help="score this model_mnist_*.pth on every set once they are written")
+    p.add_argument("--json", metavar="FILE", help="also write the scores as JSON (with --checkpoint)")
+    p.add_argument("--markdown", metavar="JSON", help="print the README's table of a --json file's scores and exit")
     cli.add_data_dir(p, "MNIST root (the test digits)")
     return p
 
 
 def parse_args(argv=None):
     args = build_parser().parse_args(argv)
+    if args.markdown:
+        return args
+    if not args.out:
+        raise cli.UserError("--out DIR is needed: a new folder for the sets (or --markdown JSON for a table)")
+    if args.json and not args.checkpoint:
+        raise cli.UserError("--json writes scores: give --checkpoint CK.pth too")
+    if args.json:
+        cli.check_out_file(args.json, "--json")
     cli.check_range("--photos", args.photos, 10, 100_000)
     cli.check_range("--seed", args.seed, 0, 2**32 - 1)
     return args
@@ -327,43 +350,69 @@ def answers_for(model, paths):
 
 
 def score(checkpoint, out):
-    """Accuracy and low-confidence flags of a checkpoint on every set under `out`, as a table."""
+    """Accuracy and low-confidence flags of a checkpoint on every set under `out`: printed as a table and
+    returned as {"sets": [...], "nondigits": [...], "checkpoint": {...}} (what --json writes)."""
     import torch
 
     from checkpoint import load_checkpoint
     from inference import LOW_CONFIDENCE
     from predict import labelled_images
 
-    model, _ = load_checkpoint(checkpoint)
+    model, sidecar = load_checkpoint(checkpoint)
+    result = {"checkpoint": {"file": os.path.basename(checkpoint),
+                             **{k: sidecar.get(k) for k in ("model", "seed", "test_acc", "git_commit")}},
+              "low_confidence": LOW_CONFIDENCE, "sets": [], "nondigits": []}
     print(f"\n{'set':13s} {'images':>7s} {'accuracy':>9s} {'flagged low confidence':>23s} {'no digit found':>15s}")
-    for name in ("mnist_png", "photo", "fonts", "fonts_trained", "handwriting"):
+    for name in SETS:
         items, _ = labelled_images(os.path.join(out, name))
         if not items:
             continue
         top, preds = answers_for(model, [p for p, _ in items])
         labels = torch.tensor([label for _, label in items])
         flagged = (top < LOW_CONFIDENCE) & (preds >= 0)
-        print(f"{name:13s} {len(items):7,d} {100 * (preds == labels).float().mean():8.2f}% "
-              f"{100 * flagged.float().mean():22.2f}% {int((preds < 0).sum()):15d}")
+        row = {"name": name, "images": len(items), "wrong": int((preds != labels).sum()),
+               "accuracy": round(100 * (preds == labels).float().mean().item(), 2),
+               "flagged": round(100 * flagged.float().mean().item(), 2), "no_digit": int((preds < 0).sum())}
+        result["sets"].append(row)
+        print(f"{name:13s} {row['images']:7,d} {row['accuracy']:8.2f}% {row['flagged']:22.2f}% {row['no_digit']:15d}")
     paths = sorted(glob.glob(os.path.join(out, "nondigits", "*")))
     top, preds = answers_for(model, paths)
     kinds = [os.path.basename(p).split("_")[0] for p in paths]
     for kind in sorted(set(kinds)):
         pick = torch.tensor([k == kind for k in kinds])
-        caught = ((top[pick] < LOW_CONFIDENCE) | (preds[pick] < 0)).float().mean()
+        caught = ((top[pick] < LOW_CONFIDENCE) | (preds[pick] < 0)).float().mean().item()
+        result["nondigits"].append({"kind": kind, "images": int(pick.sum()), "caught": round(100 * caught, 1)})
         print(f"non-digits, {kind + 's':9s} {int(pick.sum()):3d} images: {100 * caught:.1f}% flagged low confidence "
               f"or no digit found")
+    return result
+
+
+def markdown(scores):
+    """The README's table of a score() result, and its line on non-digits."""
+    rows = [[f"`{r['name']}`", SETS[r["name"]], f"{r['images']:,}", f"{r['accuracy']:.2f}% ({r['wrong']:,} wrong)",
+             f"{r['flagged']:.2f}%", str(r["no_digit"])] for r in scores["sets"]]
+    table = cli.markdown_table(["set", "what", "images", "accuracy", "flagged low confidence", "no digit found"],
+                               rows, align="llrrrr")
+    caught = ", ".join(f"{n['kind']}s {n['caught']:.1f}% (of {n['images']})" for n in scores["nondigits"])
+    return (f"{table}\nNon-digits flagged low confidence (top probability under {scores['low_confidence']}) or "
+            f"\"no digit found\": {caught}.\n")
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.markdown:
+        print(markdown(cli.read_json(args.markdown, "--markdown")), end="")
+        return
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise cli.UserError(f"--out {args.out!r} is not empty: give a new folder (the sets are written afresh)")
     cli.check_out_dir(args.out, "--out", need_bytes=300_000_000)
     counts = write_sets(args.out, args.seed, args.photos, args.data_dir)
     print("wrote " + ", ".join(f"{name} {n:,}" for name, n in counts.items()) + f" images under {args.out}")
     if args.checkpoint:
-        score(args.checkpoint, args.out)
+        scores = score(args.checkpoint, args.out)
+        if args.json:
+            scores.update(date=time.strftime("%Y-%m-%d"), command=" ".join(["python eval_sets.py", *(sys.argv[1:] if argv is None else map(str, argv))]))
+            cli.atomic_write(args.json, (json.dumps(scores, indent=2) + "\n").encode())
 
 
 if __name__ == "__main__":

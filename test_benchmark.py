@@ -55,3 +55,30 @@ def test_benchmark_rejects_unknown_model(in_process, one_line_error):
 ])
 def test_benchmark_rejects_bad_flags_before_training(args, needle, data_dir, in_process, one_line_error):
     one_line_error(in_process(benchmark.main, [*args, "--data-dir", data_dir, "--no-end-to-end"]), needle)
+
+
+def test_markdown_table_from_a_result(tmp_path, in_process):
+    """--markdown prints the README's table from a --json file: this project's rows, the reference, the speed-up."""
+    row = {"params": 19_354, "macs": 1, "batch_size": 128, "lr": 0.02, "steps_per_epoch": 488, "images_per_s": 1,
+           "epoch_s": 8.116, "train_acc_mean": 95.705, "test_acc_mean": 99.126, "test_acc_min": 99.06}
+    result = {"variants": [dict(row, name="fastnet"), dict(row, name="ref_gap"), dict(row, name="fastnet:lean")],
+              "seeds": 5, "date": "2026-11-29", "torch": "2.14.1", "device": "cpu", "device_name": "x86_64",
+              "cpu_threads": 2, "reference": {"epoch_s": 27.657, "wall_s": 33.547, "exit_s": 34.471, "test_acc": 97.65},
+              "train_py": {"wall_s": 9.955, "exit_s": 11.775, "test_acc": 99.14}}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(result), encoding="utf-8")
+    out = in_process(benchmark.main, ["--markdown", path]).stdout
+    lines = out.splitlines()
+    assert lines[2] == "| fastnet | 19,354 | 128 | 488 | 8.12 | 95.70 | 99.13 | 99.06 |"
+    assert lines[3].startswith("| fastnet, `--recipe lean` | 19,354 | 128 |")  # the row's own batch size
+    assert "ref_gap" not in out and lines[4].startswith("| reference pipeline") and "| 27.66 |" in lines[4]
+    assert "**3.37x faster** (2.93x to process exit)" in out and "5 seeds per row, 2026-11-29, torch 2.14.1" in out
+    only = in_process(benchmark.main, ["--markdown", path, "--models", "ref_gap"]).stdout
+    assert "| ref_gap |" in only and "fastnet" not in only and "reference pipeline" not in only
+
+
+def test_markdown_needs_a_json_object(tmp_path, in_process, one_line_error):
+    bad = tmp_path / "bench.json"
+    bad.write_text("[1, 2]", encoding="utf-8")
+    one_line_error(in_process(benchmark.main, ["--markdown", bad]), "is not a JSON object")
+    one_line_error(in_process(benchmark.main, ["--markdown", tmp_path / "none.json"]), "not found")

@@ -1,4 +1,5 @@
 """eval_sets.py: the evaluation sets are generated as described, reproducibly, and scored."""
+import json
 import os
 
 import numpy as np
@@ -58,7 +59,9 @@ def test_sets_are_written_and_scored(trained, tmp_path, data_dir, script):
     if not eval_sets.digit_fonts():
         pytest.skip("no TrueType/OpenType font installed (apt-get install fonts-dejavu-core)")
     out = tmp_path / "sets"
-    result = script("eval_sets.py", "--out", out, "--photos", 40, "--checkpoint", trained.pth, "--data-dir", data_dir)
+    scores = tmp_path / "scores.json"
+    result = script("eval_sets.py", "--out", out, "--photos", 40, "--checkpoint", trained.pth, "--data-dir", data_dir,
+                    "--json", scores)
     assert result.returncode == 0, result.stderr
     photo_dirs = os.listdir(out / "photo")
     assert set(photo_dirs) <= set("0123456789")  # labelled by folder, as --evaluate reads them
@@ -69,3 +72,29 @@ def test_sets_are_written_and_scored(trained, tmp_path, data_dir, script):
     assert float(rows["photo"][2].rstrip("%")) >= 80.0
     assert "non-digits, letters" in result.stdout
     assert "fonts_trained" in rows or not any(eval_sets.trained_family(p) for p in eval_sets.digit_fonts())
+    written = json.loads(scores.read_text(encoding="utf-8"))  # --json holds what the table printed
+    assert {s["name"]: f"{s['accuracy']:.2f}%" for s in written["sets"]} == {n: r[2] for n, r in rows.items()
+                                                                          if n in eval_sets.SETS}
+    assert written["checkpoint"]["test_acc"] == trained.sidecar["test_acc"] and written["command"].startswith("python")
+
+
+def test_markdown_table_from_scores(tmp_path, in_process):
+    scores = {"low_confidence": 0.6,
+              "sets": [{"name": "photo", "images": 2400, "wrong": 73, "accuracy": 96.96, "flagged": 6.33, "no_digit": 4}],
+              "nondigits": [{"kind": "letter", "images": 96, "caught": 62.5}]}
+    path = tmp_path / "eval_sets.json"
+    path.write_text(json.dumps(scores), encoding="utf-8")
+    out = in_process(eval_sets.main, ["--markdown", path]).stdout.splitlines()
+    assert out[0] == "| set | what | images | accuracy | flagged low confidence | no digit found |"
+    assert out[2] == f"| `photo` | {eval_sets.SETS['photo']} | 2,400 | 96.96% (73 wrong) | 6.33% | 4 |"
+    assert out[-1].endswith("letters 62.5% (of 96).") and "under 0.6" in out[-1]
+
+
+@pytest.mark.parametrize("args, needle", [
+    ([], "--out DIR is needed"),
+    (["--out", "sets", "--json", "s.json"], "--json writes scores: give --checkpoint"),
+])
+def test_flags_that_need_each_other(args, needle, tmp_path, in_process, one_line_error, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(in_process(eval_sets.main, args), needle)
+    assert not os.listdir(tmp_path)  # nothing written
