@@ -137,9 +137,8 @@ def augment(x, kinds, strengths):
     if "lowres" in kinds:
         # A low-resolution scan: lowres_prob of the samples shrunk to a side of lowres_px (the whole
         # 28-pixel field; the digit spans 20/28 of it) and scaled back up bicubic, as predict.py enlarges
-        # a small digit (seeds 1-8, 8x8 handwriting: 96.70% against 96.45% when this was bilinear;
-        # README). Not antialiased, so its cubic is torch's a = -0.75 where preprocess.frame's is
-        # PIL's a = -0.5: both were measured as they are.
+        # a small digit (EXPERIMENTS.md, "Augmentations"). Not antialiased, so its cubic is torch's
+        # a = -0.75 where preprocess.frame's is PIL's a = -0.5: both were measured as they are.
         pick = (torch.rand(b, device=dev) < s["lowres_prob"]).nonzero().flatten()
         sides = torch.randint(s["lowres_px"][0], s["lowres_px"][1] + 1, (len(pick),), device=dev)
         for side in sides.unique().tolist():

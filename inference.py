@@ -5,10 +5,9 @@ import torch
 from data import to_input
 
 # A top probability under this marks an answer as low confidence: a letter, a shape or a smudge
-# rather than a digit. Calibrated with eval_sets.py on the default model (README, "Your own digits");
-# with the seed-1 default of 2026-11-28 (hairlines blurred, small digits enlarged bicubic) it flags 65%
-# of letters, 62% of shapes, 96% of blank pages with a shadow, and 3.4% of MNIST's digits (the shares
-# move by several points from seed to seed).
+# rather than a digit. Calibrated with eval_sets.py on the default model: it catches most letters,
+# shapes and blank pages while flagging about 3% of MNIST's own digits (EXPERIMENTS.md, "The
+# low-confidence threshold").
 LOW_CONFIDENCE = 0.6
 
 

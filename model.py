@@ -19,9 +19,9 @@ def conv_bn_act(c_in, c_out, kernel=3, padding=1, stride=1, act=nn.ReLU):
 
 class CenterCrop(nn.Module):
     """The centre 24x24 of the 28x28 input. MNIST framed its digits in a 20x20 box centred by mass, so the
-    2-pixel frame holds 0.23% of the ink (train and test sets alike); every map after it has 0.73x the
-    area, and 24 halves to 12, 6 and 3 with nothing floored away. On WideNet it cut the CPU epoch by 12%
-    (99.38% mean test, 5 seeds), on TinyNet by 22% (99.15% against 99.10%, before its SiLU)."""
+    2-pixel frame holds almost none of the ink; every map after it has 0.73x the area, and 24 halves to
+    12, 6 and 3 with nothing floored away. It shortens the CPU epoch at no cost in accuracy
+    (EXPERIMENTS.md, "The accuracy variants")."""
 
     def forward(self, x):
         return x[:, :, 2:26, 2:26]
@@ -29,7 +29,7 @@ class CenterCrop(nn.Module):
 
 class MnistNet(nn.Module):
     """Base class: subclasses set `self.net`; forward returns log_softmax of its logits.
-    `documented_params` is the count the README gives; test_model.py holds every variant to it."""
+    `documented_params` is the count the README's models table gives; test_model.py holds every variant to it."""
 
     net: nn.Sequential
     documented_params: int
@@ -43,8 +43,8 @@ class MnistNet(nn.Module):
 class FastNet(MnistNet):
     """Default, 19,354 params, built for speed. A stride-2 first conv puts every later layer at
     14x14 or 7x7: BatchNorm and conv passes over 28x28 maps are what dominate a CPU epoch. No
-    CenterCrop: it would make the epoch 14% shorter, but it cost 0.5 points on unseen fonts and 0.2 on
-    photos (mean of 3 seeds), and this is the model that reads users' digits.
+    CenterCrop: it would shorten the epoch, but it cost accuracy on unseen fonts and photos, and this is
+    the model that reads users' digits (EXPERIMENTS.md, "The accuracy variants").
     The flattened 3x3 head keeps position information that global pooling would throw away."""
 
     documented_params = 19_354
@@ -65,11 +65,9 @@ class FastNet(MnistNet):
 
 class WideNet(MnistNet):
     """The most accurate under 25k, 24,658 params: FastNet's plan with a full-resolution first conv,
-    two convs at 12x12 and SiLU, for 1.55x its multiply-adds. SiLU lifted its one-epoch test
-    accuracy from 99.32% to 99.36% (mean of 5 seeds at batch 32); on FastNet it gave 99.14% against
-    ReLU's 99.17%, so FastNet keeps ReLU. The second 12x12 conv, paid for by 28 channels instead of
-    32 at 6x6, took it from 99.41% to 99.45% (seeds 1-5, both with the recipe's beta2 of 0.99); the
-    two changes together, on seeds 6-10, which chose nothing: 99.41% against 99.36% (README)."""
+    two convs at 12x12 and SiLU, for 1.55x its multiply-adds. SiLU helps it and not FastNet, which
+    keeps ReLU; the second 12x12 conv is paid for by 28 channels instead of 32 at 6x6 (EXPERIMENTS.md,
+    "The accuracy variants")."""
 
     documented_params = 24_658
 
@@ -92,9 +90,8 @@ class WideNet(MnistNet):
 
 class TinyNet(MnistNet):
     """Under 8,000 params (7,986): WideNet's plan at half the width, plus a second full-resolution conv.
-    At this size the extra full-resolution layer is worth more than width later on. SiLU, as WideNet:
-    with the crop and batch 64, 99.24% mean one-epoch test accuracy (seeds 1-5) against ReLU's 99.15%
-    at batch 128."""
+    At this size the extra full-resolution layer is worth more than width later on. SiLU and batch 64,
+    as measured in EXPERIMENTS.md, "The accuracy variants"."""
 
     documented_params = 7_986
 

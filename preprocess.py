@@ -38,13 +38,13 @@ MIN_RIM_CONTRAST = 0.08  # how much brighter than the ground beside them a light
 MAX_STROKE = 0.3    # a stroke's width as a share of its digit's size, at most (a bold 0 is about 0.2)
 MIN_COHERENCE = 0.25  # ink's correlation with its neighbour's around the digit, at least (random noise: 0)
 # A free-standing shape smaller than what touches the edge is still the digit when it holds at least
-# MIN_FREE_MASS of that ink and its ink is DENSER times as dense: on the evaluation photos a shadow
-# band's false ink measured 0.21-0.27 (mean darkness) against 0.33-0.42 for the digit it hid.
+# MIN_FREE_MASS of that ink and its ink is DENSER times as dense: a shadow band's false ink is fainter
+# than the digit it hides (EXPERIMENTS.md, "Preprocessing users' digits").
 MIN_FREE_MASS = 0.05
 DENSER = 1.3
 # Pieces of the digit within NEAR times its largest piece's size of it are kept with it: a stroke that
-# thins to a hairline (a 7's stem under a bold bar) breaks the digit in two. At 0.5 a 7's stem 0.58 of
-# its bar's width below it was lost; 0.75 fixed 2 evaluation photos and broke none.
+# thins to a hairline (a 7's stem under a bold bar) breaks the digit in two, its pieces further apart
+# than half the bar's width.
 NEAR = 0.75
 MIN_SIZE = 4        # pixels the digit must span, at least: a clump of two or three specks is no digit
 COHERENCE_AREA = 200  # pixels around the digit from which that correlation is telling (noise: std 0.07)
@@ -133,8 +133,8 @@ def digit_reading(gray, name):
     ink on paper is read too. It wins when it finds a digit-like shape that is not inside the
     light reading's digit (the ground in a light digit's loops is), and the light reading finds no
     digit-like shape, or only one inside the dark reading's digit (the paper in a bold dark digit's
-    loops), or a less inky one. On the evaluation photos the tail alone called 22 of 1,708 such images
-    light, all of them dark ink: 4 were read right, now 15."""
+    loops), or a less inky one. The tail alone calls many dark-ink photos under a deep shadow light
+    (EXPERIMENTS.md, "Preprocessing users' digits")."""
     paper = paper_median(gray)
     if paper >= AMBIGUOUS[1]:
         return read_digit(gray, name)
@@ -244,7 +244,7 @@ def closing_width(width):
 def thick_width(mask, share=0.05):
     """The width of the boldest strokes that hold `share` of the mask's pixels: twice the depth (in 3x3
     erosions) that share of them lies at or beyond. A marker pressed down on one stretch of a thin digit
-    is a small share of it: at 0.1, 2 evaluation photos came out hollow there; 0.02 broke one."""
+    is a small share of it, so the share is small too, but not so small that one blot decides."""
     m = F.pad(mask.float(), (1, 1, 1, 1))  # paper all round: dilate's padding alone would keep the edges inked
     n = m.sum()
     depth = 0
@@ -381,8 +381,7 @@ def digit_mask(ink, name):
     keep[weak] = near[inverse]
     # Faint pencil is still a digit where the paper around it is clean; grain, noise or a textured
     # sheet as dark as it is not. Strokes: their 90th percentile; paper: its 95th, away from the ink
-    # (its 99th took in the faint band of false ink that a sharp shadow edge leaves beside bold strokes,
-    # and lost 14 of 2,400 evaluation photos of plain, dark digits).
+    # (its 99th takes in the faint band of false ink that a sharp shadow edge leaves beside bold strokes).
     paper = ink[dilate(strong.float(), 9) == 0]
     if paper.numel() and ink[keep].quantile(0.9) < MIN_SNR * paper.quantile(0.95):
         raise UserError(f"{name}: no digit found (the marks are as faint as the paper's own grain and noise)")
@@ -412,9 +411,8 @@ def refuse_specks_and_noise(ink, keep, name):
 def coherence(ink):
     """How alike neighbouring pixels' ink is: the largest correlation of the map with itself shifted one
     pixel across, down or along either diagonal (a stroke at any angle runs along one of them). Random
-    noise has none, so its strongest clump passes every other test. Around the digits of the evaluation
-    sets (where at least COHERENCE_AREA pixels): 0.33 or more (fonts), 0.53 (MNIST), 0.67 (photos);
-    uniform, Gaussian and salt-and-pepper noise 0.12 at most. Solid ink that hardly varies (a bar
+    noise has none, so its strongest clump passes every other test; digits score well above
+    MIN_COHERENCE (EXPERIMENTS.md, "Preprocessing users' digits"). Solid ink that hardly varies (a bar
     cropped tight) is no noise either: 1."""
     mean = ink.mean()
     x = ink - mean
@@ -465,8 +463,8 @@ def frame(digit):
     scale = 20 / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     # Shrunk antialiased, so that thin strokes survive. Enlarged (a low-resolution scan) bicubic: smoother
-    # strokes than bilinear's, closer to the digit the scan was made from (8x8 handwriting 95.44% against
-    # 94.71%, seeds 1-4 +0.59 points on average; README); clamped, as bicubic overshoots at sharp edges.
+    # strokes than bilinear's, closer to the digit the scan was made from (EXPERIMENTS.md, "Preprocessing
+    # users' digits"); clamped, as bicubic overshoots at sharp edges.
     mode = "bicubic" if scale > 1 else "bilinear"
     digit = F.interpolate(digit[None, None], size=size, mode=mode, antialias=True, align_corners=False)[0, 0]
     digit = digit.clamp(0, 1)
@@ -490,10 +488,9 @@ def even_strokes(digit):
     measure 2.0 to 3.4 from the 1st to the 95th percentile, 4.0 at the 99th), and a fine pen's
     hairlines spread by a blur into strokes about 3 pixels wide with soft edges, as MNIST's are: those
     that no 3x3 erosion leaves anything of, even counting their faint edges (true of 0.5% of MNIST's
-    digits). A 3x3 dilation, before, gave every pixel the strongest ink around it: hard-edged blocks,
-    and a faint tip (a thin font's 6's hook) as bold as the rest, read as an 8. With the blur, seeds
-    1-16's checkpoints read unseen fonts 99.47% (99.42% before) and photos 97.11% (97.04%); MNIST's
-    PNGs and the handwriting as before, within an image (README)."""
+    digits). A blur, not a 3x3 dilation: a dilation gives every pixel the strongest ink around it, so
+    hard-edged blocks, and a faint tip (a thin font's 6's hook) as bold as the rest, read as an 8
+    (EXPERIMENTS.md, "Preprocessing users' digits")."""
     for _ in range(3):
         if stroke_width(digit > 0.4) > 4:
             digit = -dilate(-digit, 3)

@@ -8,7 +8,6 @@ import time
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import cli
 import data
