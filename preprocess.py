@@ -20,11 +20,13 @@ import io
 import logging
 import math
 import warnings
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-from cli import UserError, read_file
+from cli import UserError
+from imageops import blur, dilate, frame, stroke_width
 
 WORK_SIZE = 512     # longest side, in pixels, that the image is processed at
 CLOSING = 9         # the widest grey-closing window computed as such; wider ones run on a shrunk copy
@@ -42,10 +44,21 @@ MIN_COHERENCE = 0.25  # ink's correlation with its neighbour's around the digit,
 # than the digit it hides (EXPERIMENTS.md, "Preprocessing users' digits").
 MIN_FREE_MASS = 0.05
 DENSER = 1.3
+FREE_MASS = 0.25    # a free shape with this share of the heaviest's ink wins whatever its density
 # Pieces of the digit within NEAR times its largest piece's size of it are kept with it: a stroke that
 # thins to a hairline (a 7's stem under a bold bar) breaks the digit in two, its pieces further apart
 # than half the bar's width.
 NEAR = 0.75
+NEAR_MASS = 0.1     # ...when they hold at least this share of its ink
+# A marker pressed down on one stretch of a thin digit is a small share of it, so the share of the boldest
+# strokes that decides how wide the paper's closing must be is small too, but not so small that one blot does.
+BOLDEST = 0.05
+MIN_PIECE = 0.02    # a component with less than this share of the heaviest one's ink is a speck
+HYSTERESIS = 0.5    # a stroke's faint parts count down to this share of the ink threshold ...
+WEAK_REACH = 5      # ... within this window of its strong ink
+PAPER_CLEARANCE = 9  # the paper whose grain the digit is held against lies outside this window of the ink
+SAMPLE = 65_536     # pixels that the paper's median and the ink's tail are estimated from, at most
+THRESHOLD_SAMPLE = 262_144  # pixels that the ink threshold is picked from, at most
 MIN_SIZE = 4        # pixels the digit must span, at least: a clump of two or three specks is no digit
 COHERENCE_AREA = 200  # pixels around the digit from which that correlation is telling (noise: std 0.07)
 FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, PPM/PGM and the other formats Pillow reads"
@@ -57,11 +70,6 @@ logging.getLogger("PIL").addHandler(logging.NullHandler())
 def prepare(data, name="image"):
     """Image file bytes -> (1, 28, 28) uint8, white digit on black. `name` is what errors call it."""
     return to_mnist(read_image(data, name), name)
-
-
-def load_image(path):
-    """An image file as (H, W) float gray in [0, 1] (white = 1), at most WORK_SIZE a side."""
-    return read_image(read_file(path, "image"), path)
 
 
 # ---------------------------------------------------------------- reading
@@ -115,7 +123,10 @@ def to_gray(img):
 
 def to_mnist(gray, name="image"):
     """(H, W) gray in [0, 1] -> (1, 28, 28) uint8, white digit on black, as MNIST digits were made."""
-    ink, keep = digit_reading(gray, name)
+    reading = digit_reading(gray)
+    if reading.mask is None:
+        raise UserError(f"{name}: no digit found ({reading.why})")
+    ink, keep = reading.ink, reading.mask
     top, bottom, left, right = box(keep)
     near = dilate(keep.float(), 3) > 0  # the stroke's antialiased edge, just under the threshold
     digit = (ink * near)[top:bottom + 1, left:right + 1]
@@ -124,54 +135,55 @@ def to_mnist(gray, name="image"):
     return frame(digit)
 
 
-def digit_reading(gray, name):
-    """(ink map, digit mask) of the image, its polarity decided.
+class Reading(NamedTuple):
+    """One polarity's reading of an image: its ink map (0 paper .. 1 ink) and the digit's pixels in it, or
+    mask None and why no digit was found."""
+    ink: torch.Tensor
+    mask: Optional[torch.Tensor]
+    why: str = ""
+
+    def mean_ink(self):
+        return self.ink[self.mask].mean()
+
+
+def digit_reading(gray):
+    """The Reading of the image, its polarity decided.
 
     Where the typical (median) pixel is clearly light or clearly dark, that is the paper (though where a
     dark ground holds no light digit, it is paper in dim light, and dark ink is read). In between (a
-    shadow over part of the page), the long tail decides (dark_tail); where it says light ink, dark
-    ink on paper is read too. It wins when it finds a digit-like shape that is not inside the
-    light reading's digit (the ground in a light digit's loops is), and the light reading finds no
-    digit-like shape, or only one inside the dark reading's digit (the paper in a bold dark digit's
-    loops), or a less inky one. The tail alone calls many dark-ink photos under a deep shadow light
-    (EXPERIMENTS.md, "Preprocessing users' digits")."""
+    shadow over part of the page), the long tail decides (dark_tail); where it says light ink, dark ink
+    on paper is read too, and dark_wins chooses. The tail alone calls many dark-ink photos under a deep
+    shadow light (EXPERIMENTS.md, "Preprocessing users' digits")."""
     paper = paper_median(gray)
-    if paper >= AMBIGUOUS[1]:
-        return read_digit(gray, name)
+    if paper >= AMBIGUOUS[1] or (paper > AMBIGUOUS[0] and dark_tail(gray)):
+        return read_digit(gray)
+    light = read_digit(1 - gray)
     if paper <= AMBIGUOUS[0]:
-        try:
-            return read_digit(1 - gray, name)
-        except UserError as no_light_digit:
-            dim = dim_paper_reading(gray, name)
-            if dim is None:
-                raise no_light_digit
-            return dim
-    if dark_tail(gray):
-        return read_digit(gray, name)
-    try:
-        light = read_digit(1 - gray, name)
-    except UserError:
-        return read_digit(gray, name)
-    try:
-        dark = read_digit(gray, name)
-    except UserError:
+        return light if light.mask is not None else dim_paper_reading(gray) or light
+    if light.mask is None:
+        return read_digit(gray)
+    dark = read_digit(gray)
+    if dark.mask is None:
         return light
-    if digit_like(dark[1]) and (not within(dark[1], light[1]) or rim(gray, light[1], dark[1])) and \
-            (not digit_like(light[1]) or within(light[1], dark[1]) or
-             dark[0][dark[1]].mean() >= light[0][light[1]].mean()):
-        return dark
-    return light
+    return dark if dark_wins(gray, dark, light) else light
 
 
-def dim_paper_reading(gray, name):
+def dark_wins(gray, dark, light):
+    """Whether dark ink on paper is the reading to trust when both polarities find a digit: the dark one
+    is a digit-like shape that is not the ground in a light digit's loops (or the light reading is only
+    the rim around a bold dark digit), and the light one is no digit, or only the paper in a bold dark
+    digit's loops, or less inky."""
+    dark_is_digit = digit_like(dark.mask) and (not within(dark.mask, light.mask) or rim(gray, light.mask, dark.mask))
+    return dark_is_digit and (not digit_like(light.mask) or within(light.mask, dark.mask) or
+                              bool(dark.mean_ink() >= light.mean_ink()))
+
+
+def dim_paper_reading(gray):
     """The dark-ink reading of a dark image that holds no light digit (paper photographed in dim light),
     or None. Only a digit-like shape counts: on paper this dark, the lag of the paper's estimate in a
     corner of a plain gradient reads as strong ink."""
-    try:
-        dark = read_digit(gray, name)
-    except UserError:
-        return None
-    return dark if digit_like(dark[1]) else None
+    dark = read_digit(gray)
+    return dark if dark.mask is not None and digit_like(dark.mask) else None
 
 
 def rim(gray, light, dark):
@@ -207,8 +219,8 @@ def digit_like(keep):
     return stroke_width(keep) <= MAX_STROKE * (max(bottom - top, right - left) + 1)
 
 
-def read_digit(gray, name):
-    """(ink map, digit mask) of dark ink on lighter paper.
+def read_digit(gray):
+    """The Reading of dark ink on lighter paper.
 
     A rough reading with a wide grey closing gives the strokes' width; the paper's brightness is then
     estimated again with a closing just wider than the strokes (ink_map), which keeps the sharp edge of
@@ -219,14 +231,12 @@ def read_digit(gray, name):
     rough = flatten(gray, paper_level(gray, COARSE_CLOSING))
     inked = rough > max(otsu(rough), MIN_INK)
     width = stroke_width(inked)
-    ink = ink_map(gray, width)
-    keep = digit_mask(ink, name)
-    top, bottom, left, right = box(keep)
+    reading = digit_mask(ink_map(gray, width))
+    if reading.mask is None:
+        return reading
+    top, bottom, left, right = box(reading.mask)
     bold = thick_width(inked[top:bottom + 1, left:right + 1])
-    if bold > closing_width(width):
-        ink = ink_map(gray, bold)
-        keep = digit_mask(ink, name)
-    return ink, keep
+    return digit_mask(ink_map(gray, bold)) if bold > closing_width(width) else reading
 
 
 def ink_map(gray, width):
@@ -241,22 +251,27 @@ def closing_width(width):
     return round(4 * width) + 3
 
 
-def thick_width(mask, share=0.05):
-    """The width of the boldest strokes that hold `share` of the mask's pixels: twice the depth (in 3x3
-    erosions) that share of them lies at or beyond. A marker pressed down on one stretch of a thin digit
-    is a small share of it, so the share is small too, but not so small that one blot decides."""
+def thick_width(mask):
+    """The width of the boldest strokes that hold BOLDEST of the mask's pixels: twice the depth (in 3x3
+    erosions) that share of them lies at or beyond."""
     m = F.pad(mask.float(), (1, 1, 1, 1))  # paper all round: dilate's padding alone would keep the edges inked
     n = m.sum()
     depth = 0
-    while m.sum() > share * n:
+    while m.sum() > BOLDEST * n:
         m = -dilate(-m, 3)
         depth += 1
     return 2.0 * depth
 
 
+def subsample(values, at_most):
+    """Every k-th of the values, flattened, so that at most about `at_most` remain: statistics of a large
+    image from a fraction of its pixels."""
+    return values.flatten()[::max(1, values.numel() // at_most)]
+
+
 def paper_median(gray):
-    """The typical (median) pixel, from a sample of at most 65,536."""
-    return float(gray.flatten()[::max(1, gray.numel() // 65536)].median())
+    """The typical (median) pixel, from a sample of at most SAMPLE."""
+    return float(subsample(gray, SAMPLE).median())
 
 
 def dark_tail(gray):
@@ -264,7 +279,7 @@ def dark_tail(gray):
     MNIST's own, is not) where the typical pixel says nothing: the ink is the long tail against a local
     average that follows the lighting, far below it for dark ink, above for light."""
     k = max(5, max(gray.shape) // 6 // 2 * 2 + 1)
-    detail = (gray - blur(gray[None, None], k)[0, 0]).flatten()[::max(1, gray.numel() // 65536)].sort().values
+    detail = subsample(gray - blur(gray[None, None], k)[0, 0], SAMPLE).sort().values
     tail = max(1, len(detail) // 200)
     return bool(-detail[:tail].mean() >= detail[-tail:].mean())
 
@@ -278,7 +293,7 @@ def flatten(gray, level):
 def paper_level(gray, width):
     """The paper's brightness at each pixel: a grey closing (dilate, then erode) with a `width`-pixel window
     wipes out every dark stroke narrower than that. It runs on a copy shrunk so that the window is at
-    most CLOSING pixels wide, and on no more than COARSE_SIZE pixels a side for the widest windows."""
+    most CLOSING pixels wide."""
     h, w = gray.shape
     scale = min(1.0, CLOSING / width)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -287,42 +302,6 @@ def paper_level(gray, width):
     level = -dilate(-dilate(blur(small, 3), k), k)
     level = torch.maximum(blur(level, 3), small)  # paper is never darker than what is on it
     return F.interpolate(level, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-
-
-def stroke_width(mask):
-    """About how wide the strokes of a boolean mask are, in pixels: twice its area over the pixels on its
-    boundary (a stroke w wide and L long has about w * L pixels, 2 * L of them on its edges)."""
-    m = mask.float()
-    edge = (m - -dilate(-m, 3)).sum()
-    return float(2 * m.sum() / edge.clamp_min(1))
-
-
-def dilate(x, k):
-    """Grey dilation: the max over a k x k window (k odd) around each pixel of the last two dimensions.
-    Written as shifted maxima, rows then columns: on a CPU, F.max_pool2d at stride 1 is about 100 times
-    slower."""
-    r = k // 2
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (r, r, r, r), value=float("-inf"))
-    rows = padded[..., 0:h, :]
-    for i in range(1, k):
-        rows = torch.maximum(rows, padded[..., i:i + h, :])
-    out = rows[..., :, 0:w]
-    for j in range(1, k):
-        out = torch.maximum(out, rows[..., :, j:j + w])
-    return out
-
-
-def blur(x, k=5):
-    """Two passes of a k x k box filter (about a Gaussian) over the last two dimensions of (N, C, H, W),
-    edges extended. Running sums make it cost the same for any k (F.avg_pool2d at stride 1 is slow on a
-    CPU, and slower the wider the window)."""
-    r = k // 2
-    for _ in range(2):
-        for dim, pad in ((-2, (0, 0, r + 1, r)), (-1, (r + 1, r, 0, 0))):
-            sums = F.pad(x, pad, mode="replicate").cumsum(dim)
-            x = (sums.narrow(dim, k, sums.shape[dim] - k) - sums.narrow(dim, 0, sums.shape[dim] - k)) / k
-    return x
 
 
 def otsu(values, bins=256):
@@ -338,55 +317,85 @@ def otsu(values, bins=256):
 
 # ---------------------------------------------------------------- keeping the digit
 
-def digit_mask(ink, name):
-    """The pixels of the digit: ink above a threshold taken from the image, grouped into connected
+def digit_mask(ink):
+    """The Reading of an ink map: ink above a threshold taken from the image, grouped into connected
     components; specks and what touches the image's edge dropped, the largest remaining component and
     the pieces near it kept."""
-    ink = without_rules(ink)
-    threshold = max(otsu(ink.flatten()[::max(1, ink.numel() // 262144)]), MIN_INK)
-    strong = ink > threshold
-    weak = (ink > threshold / 2) & (dilate(strong.float(), 5) > 0)  # a stroke's faint parts, not far-off grey
-    if not strong.any() or ink[strong].mean() < MIN_CONTRAST:
-        raise UserError(f"{name}: no digit found (the image is blank or has too little contrast)")
-    labels = components(weak)
-    ids, inverse = labels[weak].unique(return_inverse=True)
-    has_strong = torch.zeros(len(ids), dtype=torch.bool).index_fill_(0, inverse[strong[weak]].unique(), True)
-    mass = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, inverse, ink[weak].double())
-    ys, xs = weak.nonzero(as_tuple=True)
-    n = len(ids)
-    box = torch.stack([torch.full((n,), 1 << 30).scatter_reduce(0, inverse, ys, "amin"),
-                       torch.zeros(n, dtype=torch.long).scatter_reduce(0, inverse, ys, "amax"),
-                       torch.full((n,), 1 << 30).scatter_reduce(0, inverse, xs, "amin"),
-                       torch.zeros(n, dtype=torch.long).scatter_reduce(0, inverse, xs, "amax")], 1)
-    h, w = ink.shape
-    edge = (box[:, 0] == 0) | (box[:, 1] == h - 1) | (box[:, 2] == 0) | (box[:, 3] == w - 1)
-    candidate = has_strong & (mass >= 0.02 * mass[has_strong].max())  # specks go
-    inside = candidate & ~edge
-    # What touches the edge is a shadow, a page edge or a neighbouring digit, unless nothing substantial
-    # stands free of it (a digit cropped tight, or drawn up to the canvas edge). A smaller free shape
-    # still wins when its ink is denser: the false ink a shadow's edge leaves is faint, just over the
-    # threshold along a wide band, where a digit's strokes stand well above it.
-    if inside.any():
-        density = mass / torch.bincount(inverse, minlength=n)  # mean darkness of each component
-        free, heaviest = heaviest_of(inside, mass), heaviest_of(candidate, mass)
-        if mass[free] >= 0.25 * mass[heaviest] or (mass[free] >= MIN_FREE_MASS * mass[heaviest] and
-                                                   density[free] >= DENSER * density[heaviest]):
-            candidate = inside
-    main = heaviest_of(candidate, mass)
-    t, b, l, r = box[main].tolist()
-    grow = NEAR * max(b - t + 1, r - l + 1)
-    near = candidate & (box[:, 1] >= t - grow) & (box[:, 0] <= b + grow) & (box[:, 3] >= l - grow) & \
-        (box[:, 2] <= r + grow) & (mass >= 0.1 * mass[main])
+    cleaned = without_rules(ink)
+    threshold = max(otsu(subsample(cleaned, THRESHOLD_SAMPLE)), MIN_INK)
+    strong = cleaned > threshold
+    # Hysteresis: a stroke's faint parts join it, far-off grey does not.
+    weak = (cleaned > HYSTERESIS * threshold) & (dilate(strong.float(), WEAK_REACH) > 0)
+    if not strong.any() or cleaned[strong].mean() < MIN_CONTRAST:
+        return Reading(ink, None, "the image is blank or has too little contrast")
+    parts = Components(cleaned, weak, strong)
+    candidate = parts.has_strong & (parts.mass >= MIN_PIECE * parts.mass[parts.has_strong].max())  # specks go
+    candidate = free_of_edge(parts, candidate, cleaned.shape)
     keep = torch.zeros_like(weak)
-    keep[weak] = near[inverse]
-    # Faint pencil is still a digit where the paper around it is clean; grain, noise or a textured
-    # sheet as dark as it is not. Strokes: their 90th percentile; paper: its 95th, away from the ink
-    # (its 99th takes in the faint band of false ink that a sharp shadow edge leaves beside bold strokes).
-    paper = ink[dilate(strong.float(), 9) == 0]
+    keep[weak] = near_main(parts, candidate)[parts.inverse]
+    why = too_faint(cleaned, strong, keep) or specks_or_noise(cleaned, keep)
+    return Reading(ink, None, why) if why else Reading(ink, keep)
+
+
+class Components:
+    """The connected components of the `weak` pixels: per component, whether it holds strong ink, its ink
+    mass and its box (top, bottom, left, right); `inverse` maps each weak pixel to its component."""
+
+    def __init__(self, ink, weak, strong):
+        ids, self.inverse = components(weak)[weak].unique(return_inverse=True)
+        n = len(ids)
+        self.has_strong = torch.zeros(n, dtype=torch.bool).index_fill_(0, self.inverse[strong[weak]].unique(), True)
+        self.mass = torch.zeros(n, dtype=torch.float64).index_add_(0, self.inverse, ink[weak].double())
+        self.density = self.mass / torch.bincount(self.inverse, minlength=n)  # mean darkness of each
+        ys, xs = weak.nonzero(as_tuple=True)
+        far = torch.full((n,), 1 << 30)
+        self.box = torch.stack([far.scatter_reduce(0, self.inverse, ys, "amin"),
+                                torch.zeros(n, dtype=torch.long).scatter_reduce(0, self.inverse, ys, "amax"),
+                                far.scatter_reduce(0, self.inverse, xs, "amin"),
+                                torch.zeros(n, dtype=torch.long).scatter_reduce(0, self.inverse, xs, "amax")], 1)
+
+
+def free_of_edge(parts, candidate, shape):
+    """The candidates that stand free of the image's edge, when one of them is substantial; else all.
+
+    What touches the edge is a shadow, a page edge or a neighbouring digit, unless nothing substantial
+    stands free of it (a digit cropped tight, or drawn up to the canvas edge). A smaller free shape
+    still wins when its ink is denser: the false ink a shadow's edge leaves is faint, just over the
+    threshold along a wide band, where a digit's strokes stand well above it."""
+    h, w = shape
+    box = parts.box
+    edge = (box[:, 0] == 0) | (box[:, 1] == h - 1) | (box[:, 2] == 0) | (box[:, 3] == w - 1)
+    inside = candidate & ~edge
+    if not inside.any():
+        return candidate
+    mass, density = parts.mass, parts.density
+    free, heaviest = heaviest_of(inside, mass), heaviest_of(candidate, mass)
+    substantial = mass[free] >= FREE_MASS * mass[heaviest]
+    denser = mass[free] >= MIN_FREE_MASS * mass[heaviest] and density[free] >= DENSER * density[heaviest]
+    return inside if substantial or denser else candidate
+
+
+def near_main(parts, candidate):
+    """The candidates kept as the digit: the heaviest, and the pieces of some ink within NEAR times its
+    size of its box."""
+    main = heaviest_of(candidate, parts.mass)
+    t, b, l, r = parts.box[main].tolist()
+    grow = NEAR * max(b - t + 1, r - l + 1)
+    box = parts.box
+    return candidate & (box[:, 1] >= t - grow) & (box[:, 0] <= b + grow) & (box[:, 3] >= l - grow) & \
+        (box[:, 2] <= r + grow) & (parts.mass >= NEAR_MASS * parts.mass[main])
+
+
+def too_faint(ink, strong, keep):
+    """Why the digit is no digit when its marks are as faint as the paper's own grain, else "".
+
+    Faint pencil is still a digit where the paper around it is clean; grain, noise or a textured sheet as
+    dark as it is not. Strokes: their 90th percentile; paper: its 95th, away from the ink (its 99th takes
+    in the faint band of false ink that a sharp shadow edge leaves beside bold strokes)."""
+    paper = ink[dilate(strong.float(), PAPER_CLEARANCE) == 0]
     if paper.numel() and ink[keep].quantile(0.9) < MIN_SNR * paper.quantile(0.95):
-        raise UserError(f"{name}: no digit found (the marks are as faint as the paper's own grain and noise)")
-    refuse_specks_and_noise(ink, keep, name)
-    return keep
+        return "the marks are as faint as the paper's own grain and noise"
+    return ""
 
 
 def heaviest_of(pick, mass):
@@ -394,18 +403,19 @@ def heaviest_of(pick, mass):
     return int(torch.where(pick, mass, torch.zeros_like(mass)).argmax())
 
 
-def refuse_specks_and_noise(ink, keep, name):
-    """A one-line "no digit found" where the digit mask is a clump of a few specks, or random noise's
-    strongest clump (its ink unlike its neighbours', see coherence)."""
+def specks_or_noise(ink, keep):
+    """Why the digit mask is no digit when it is a clump of a few specks, or random noise's strongest clump
+    (its ink unlike its neighbours', see coherence), else ""."""
     top, bottom, left, right = box(keep)
     if max(bottom - top, right - left) + 1 < MIN_SIZE:
-        raise UserError(f"{name}: no digit found (only specks a few pixels across)")
+        return "only specks a few pixels across"
     # The paper at its edges too, and enough of it that a narrow 1 or a clump of specks is judged on
     # COHERENCE_AREA pixels where the image has them.
     pad = max(2, math.ceil((math.sqrt(COHERENCE_AREA) - min(bottom - top, right - left) - 1) / 2))
     around = ink[max(0, top - pad):bottom + pad + 1, max(0, left - pad):right + pad + 1]
     if around.numel() >= COHERENCE_AREA and coherence(around) < MIN_COHERENCE:
-        raise UserError(f"{name}: no digit found (the image is noise: its dark pixels form no strokes)")
+        return "the image is noise: its dark pixels form no strokes"
+    return ""
 
 
 def coherence(ink):
@@ -452,51 +462,3 @@ def components(mask):
             labels = flat[(flat - 1).clamp_min(0).long()].view(h, w) * on  # jump to the label's label
         if torch.equal(labels, before):
             return labels.long()
-
-
-# ---------------------------------------------------------------- MNIST's framing
-
-def frame(digit):
-    """A cropped digit (H, W) in [0, 1] -> (1, 28, 28) uint8: longest side 20 pixels, aspect kept, strokes
-    as wide as MNIST's, centre of mass at the centre of the field, as MNIST's digits were made."""
-    h, w = digit.shape
-    scale = 20 / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    # Shrunk antialiased, so that thin strokes survive. Enlarged (a low-resolution scan) bicubic: smoother
-    # strokes than bilinear's, closer to the digit the scan was made from (EXPERIMENTS.md, "Preprocessing
-    # users' digits"); clamped, as bicubic overshoots at sharp edges.
-    mode = "bicubic" if scale > 1 else "bilinear"
-    digit = F.interpolate(digit[None, None], size=size, mode=mode, antialias=True, align_corners=False)[0, 0]
-    digit = digit.clamp(0, 1)
-    digit = even_strokes(F.pad(digit / digit.max().clamp_min(1e-6), (2, 2, 2, 2)))
-    rows, cols = digit.any(1).nonzero().flatten(), digit.any(0).nonzero().flatten()
-    digit = digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    size = digit.shape
-    ys, xs = torch.arange(size[0], dtype=torch.float32), torch.arange(size[1], dtype=torch.float32)
-    mass = digit.sum()
-    com_y, com_x = (digit.sum(1) * ys).sum() / mass, (digit.sum(0) * xs).sum() / mass
-    top = int((14 - com_y).round().clamp(0, 28 - size[0]))
-    left = int((14 - com_x).round().clamp(0, 28 - size[1]))
-    canvas = torch.zeros(28, 28)
-    canvas[top:top + size[0], left:left + size[1]] = digit
-    return (canvas * 255).round().to(torch.uint8)[None]
-
-
-def even_strokes(digit):
-    """A digit at MNIST's 20-pixel scale with its strokes brought into MNIST's range, one pixel a side at a
-    time: a marker's or a low-resolution scan's strokes wider than 4 pixels eroded (MNIST's test digits
-    measure 2.0 to 3.4 from the 1st to the 95th percentile, 4.0 at the 99th), and a fine pen's
-    hairlines spread by a blur into strokes about 3 pixels wide with soft edges, as MNIST's are: those
-    that no 3x3 erosion leaves anything of, even counting their faint edges (true of 0.5% of MNIST's
-    digits). A blur, not a 3x3 dilation: a dilation gives every pixel the strongest ink around it, so
-    hard-edged blocks, and a faint tip (a thin font's 6's hook) as bold as the rest, read as an 8
-    (EXPERIMENTS.md, "Preprocessing users' digits")."""
-    for _ in range(3):
-        if stroke_width(digit > 0.4) > 4:
-            digit = -dilate(-digit, 3)
-        elif not (-dilate(-(digit > 0.1).float(), 3)).any():
-            digit = blur(digit[None, None], 3)[0, 0]
-            digit = digit / digit.max()
-        else:
-            break
-    return digit
