@@ -31,6 +31,7 @@ from preprocess import FORMATS, prepare, read_image, to_mnist
 LABEL_HELP = ("labels come from the parent folder's name (0-9), else from 'label<d>' in the file name, "
               "else from the file name's first character when it is a digit")
 MISSES_SHOWN = 40
+MNIST_TEST_SET = object()  # what --evaluate without DIR stands for
 
 
 def build_parser():
@@ -39,7 +40,7 @@ def build_parser():
     p.add_argument("images", nargs="*", help=f"image files to classify ({FORMATS})")
     p.add_argument("--top", type=int, default=1, metavar="K", help="how many of the most likely digits to print")
     p.add_argument("--model", metavar="NAME", help=f"variant, when the checkpoint has no sidecar: {', '.join(MODELS)}")
-    p.add_argument("--evaluate", nargs="?", const="", metavar="DIR",
+    p.add_argument("--evaluate", nargs="?", const=MNIST_TEST_SET, metavar="DIR",
                    help=f"without DIR: the 10k MNIST test set; with DIR: the images under it ({LABEL_HELP}). "
                         "Prints accuracy, per class and the confusion matrix; writes confusion_matrix.png, and "
                         "for DIR misses.png (each miss beside the 28x28 image the model saw)")
@@ -54,7 +55,7 @@ def parse_args(argv=None):
     cli.check_range("--top", args.top, 1, 10)
     if not args.images and args.evaluate is None:
         raise cli.UserError("give at least one image to classify, or --evaluate")
-    if args.evaluate and not os.path.isdir(args.evaluate):
+    if args.evaluate not in (None, MNIST_TEST_SET) and not os.path.isdir(args.evaluate):
         raise cli.UserError(f"--evaluate {args.evaluate!r} is not a folder: give a folder of labelled images, "
                             "or --evaluate alone for the MNIST test set")
     return args
@@ -190,9 +191,9 @@ def evaluate_folder(model, folder, out_dir):
 def main(argv=None):
     args = parse_args(argv)
     model, _ = load_checkpoint(args.checkpoint, args.model)
-    if args.evaluate == "":
+    if args.evaluate is MNIST_TEST_SET:
         evaluate_mnist(model, args.data_dir, args.out_dir)
-    elif args.evaluate:
+    elif args.evaluate is not None:
         evaluate_folder(model, args.evaluate, args.out_dir)
     if args.images:
         classify(model, args.images, args)

@@ -265,3 +265,9 @@ def test_evaluate_refuses_a_path_that_is_no_folder(trained, tmp_path, in_process
     (tmp_path / "empty").mkdir()
     one_line_error(in_process(predict.main, [trained.pth, "--evaluate", tmp_path / "empty", "--out-dir", tmp_path]),
                    "no labelled image under")
+
+
+def test_an_empty_evaluate_path_is_no_folder(trained, in_process, one_line_error):
+    """--evaluate alone is the MNIST test set; an empty DIR, as a script's unset variable gives it, is not."""
+    assert predict.parse_args([trained.pth, "--evaluate"]).evaluate is predict.MNIST_TEST_SET
+    one_line_error(in_process(predict.main, [trained.pth, "--evaluate", ""]), "'' is not a folder")
