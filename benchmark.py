@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import data
 import plots
+import recipes
 import train
 from model import MODELS, build_model, count_params
 
@@ -57,6 +58,12 @@ def build_parser():
                    help=f"one batch size for every variant (default: train.py's, {train.recipe_help('batch_size')})")
     p.add_argument("--lr", type=float,
                    help=f"one peak lr for every variant (default: train.py's, {train.recipe_help('lr')})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one field of every variant's recipe, e.g. optimizer.beta2=0.999 or "
+                        "augment_strengths.noise_prob=0.03 (repeatable): how a tried change is rerun")
+    p.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="hold out the last N training images and report accuracy on them too: choices are made "
+                        "on these, as train.py --holdout")
     p.add_argument("--compile", action="store_true", help="train through torch.compile, as train.py --compile")
     p.add_argument("--cuda-graphs", action="store_true", help="CUDA graphs for full batches, as train.py --cuda-graphs")
     p.add_argument("--no-end-to-end", action="store_true",
@@ -90,6 +97,9 @@ def parse_args(argv=None):
     unknown = [n for n in names if n.partition(":")[2] not in ("", *train.RECIPES)]
     if unknown:
         raise cli.UserError(f"unknown recipe in {unknown[0]!r}: use NAME:RECIPE with one of {', '.join(train.RECIPES)}")
+    cli.check_range("--holdout", args.holdout, 0, 50_000)
+    for change in args.set:
+        recipe_change(train.RECIPE, change)  # a bad KEY=VALUE is found before any training
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:  # checked now: a result that cannot be written is found out before the training, not after
             cli.check_out_file(path, flag)
@@ -142,10 +152,27 @@ class Timer:
             self.seconds = time.perf_counter() - self.t0
 
 
+def recipe_change(config, change):
+    """`config` with one --set KEY=VALUE applied, or a one-line error."""
+    key, _, text = change.partition("=")
+    try:
+        config = recipes.changed(config, key.strip(), text.strip())
+    except ValueError as e:
+        raise cli.UserError(f"--set {change!r}: {e}: use KEY=VALUE with a field of train.RECIPE") from None
+    unknown = set(config.augment) - set(data.AUGMENTATIONS)
+    if unknown:
+        raise cli.UserError(f"--set {change!r}: unknown augmentation {sorted(unknown)[0]!r}")
+    return config
+
+
 def variant_recipe(entry, args):
-    """(model name, its recipe) for a --models entry NAME or NAME:RECIPE, with --batch-size and --lr applied."""
+    """(model name, its recipe) for a --models entry NAME or NAME:RECIPE, with --batch-size, --lr and every
+    --set applied."""
     name, _, recipe_name = entry.partition(":")
-    return name, train.recipe(name, recipe_name or None, batch_size=args.batch_size, lr=args.lr)
+    config = train.recipe(name, recipe_name or None, batch_size=args.batch_size, lr=args.lr)
+    for change in args.set:
+        config = recipe_change(config, change)
+    return name, config
 
 
 def one_epoch(config, model, images, labels, args, cuda_graphs=False):
@@ -155,31 +182,32 @@ def one_epoch(config, model, images, labels, args, cuda_graphs=False):
 
 
 def train_variant(name, config, seed, mnist, args):
-    """One epoch of variant `name` with `config`: (epoch seconds, running train accuracy, test accuracy)."""
-    (train_x, train_y), (test_x, test_y) = mnist
+    """One epoch of variant `name` with `config`: (epoch seconds, running train accuracy, test accuracy,
+    accuracy on the held-out images or None)."""
+    (train_x, train_y), val, (test_x, test_y) = mnist
     torch.manual_seed(seed)
     model = build_model(name).to(args.device, memory_format=torch.channels_last)
     with Timer(args.device) as t:
         train_acc = one_epoch(config, model, train_x, train_y, args, args.cuda_graphs)
     test_acc = train.evaluate(model, test_x, test_y)[1]
-    return t.seconds, train_acc, test_acc
+    return t.seconds, train_acc, test_acc, train.evaluate(model, *val)[1] if val else None
 
 
 def epoch_images(n_train, config):
     """Images in one epoch of `config`: the training set, plus the printed digits its augmentation adds."""
-    return n_train + (data.printed_count(config["augment_strengths"]) if "printed" in config["augment"] else 0)
+    return n_train + data.printed_count(config.printed)
 
 
-def warm_up(recipes, mnist, args):
+def warm_up(configs, mnist, args):
     """Each recipe's printed digits rendered (data preparation, not timed, as loading MNIST is not); on
     CUDA or with --compile, a short run of each variant too, so that CUDA context, kernel loading,
     allocator set-up and compilation are not timed."""
-    for _, config in recipes.values():
-        if "printed" in config["augment"]:
-            data.printed_set(config["augment_strengths"])
+    for _, config in configs.values():
+        if config.printed:
+            data.printed_set(config.printed)
     if args.device == "cuda" or args.compile:  # CUDA-graph capture happens, and is timed, in each run
-        (train_x, train_y), _ = mnist
-        for name, config in recipes.values():
+        train_x, train_y = mnist[0]
+        for name, config in configs.values():
             model = build_model(name).to(args.device, memory_format=torch.channels_last)
             one_epoch(config, model, train_x[:4096], train_y[:4096], args)
 
@@ -352,26 +380,30 @@ def main(argv=None):
         return
     if args.preprocess:
         return time_preprocessing(args.preprocess, args.data_dir)
-    mnist = (data.load_mnist(args.data_dir, "train", args.device), data.load_mnist(args.data_dir, "test", args.device))
-    recipes = {entry: variant_recipe(entry, args) for entry in args.models}
-    for name, config in recipes.values():
-        train.check_batch_size(config["batch_size"], len(mnist[0][0]), build_model(name))
-    warm_up(recipes, mnist, args)
+    mnist = (*train.held_out(*data.load_mnist(args.data_dir, "train", args.device), args.holdout),
+             data.load_mnist(args.data_dir, "test", args.device))
+    configs = {entry: variant_recipe(entry, args) for entry in args.models}
+    for name, config in configs.values():
+        train.check_batch_size(config.batch_size, len(mnist[0][0]), build_model(name))
+    warm_up(configs, mnist, args)
     rows = []
-    for entry, (name, config) in recipes.items():
+    for entry, (name, config) in configs.items():
         runs = [train_variant(name, config, seed, mnist, args) for seed in range(1, args.seeds + 1)]
-        epoch_s, train_acc, test_acc = zip(*runs)
+        epoch_s, train_acc, test_acc, val_acc = zip(*runs)
         model = build_model(name)
         images = epoch_images(len(mnist[0][0]), config)
         rows.append({"name": entry, "params": count_params(model), "macs": macs_per_image(model),
-                     "batch_size": config["batch_size"], "lr": config["lr"],
-                     "steps_per_epoch": len(train.batch_slices(images, config["batch_size"])),
+                     "batch_size": config.batch_size, "lr": config.lr,
+                     "steps_per_epoch": len(train.batch_slices(images, config.batch_size)),
                      "images_per_s": round(images / statistics.median(epoch_s)),
                      "epoch_s": round(statistics.median(epoch_s), 3),
                      "train_acc_mean": round(statistics.mean(train_acc), 3),
                      "test_acc_mean": round(statistics.mean(test_acc), 3), "test_acc_min": round(min(test_acc), 2)})
-        print(f"{entry}: " + ", ".join(f"seed {i + 1} test {t:.2f}%" for i, t in enumerate(test_acc)), flush=True)
-    result = {"variants": rows, "seeds": args.seeds,
+        if args.holdout:
+            rows[-1]["val_acc_mean"] = round(statistics.mean(val_acc), 3)
+        print(f"{entry}: " + ", ".join(f"seed {i + 1} test {t:.2f}%" + (f" val {v:.2f}%" if v is not None else "")
+                                       for i, (t, v) in enumerate(zip(test_acc, val_acc))), flush=True)
+    result = {"variants": rows, "seeds": args.seeds, "holdout": args.holdout, "set": args.set,
               "compile": args.compile, "cuda_graphs": args.cuda_graphs, "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
               "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),

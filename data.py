@@ -11,18 +11,44 @@ import functools
 import math
 import os
 import shutil
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from cli import UserError
-from preprocess import dilate, frame
+from imageops import dilate, frame
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-IMAGE_AUGMENTATIONS = ("rotate", "affine", "stroke", "lowres", "erase", "noise")  # what augment() does to each image
-AUGMENTATIONS = IMAGE_AUGMENTATIONS + ("printed",)  # and printed digits added to the training set
+AUGMENTATIONS = ("rotate", "affine", "stroke", "lowres", "erase", "noise")  # what augment() does to each image
+
+
+@dataclass(frozen=True)
+class Strengths:
+    """How strong each augmentation is (train.py's RECIPE gives every value): rotation, shifts, scale and
+    shear ranges; the share of samples that stroke, erase, noise and lowres touch, and their ranges."""
+    rotate_deg: float
+    translate_px: float
+    scale: tuple
+    shear_deg: float
+    stroke_prob: float
+    erase_prob: float
+    erase_area: tuple
+    noise_prob: float
+    noise_std_max: float
+    lowres_prob: float
+    lowres_px: tuple
+
+
+@dataclass(frozen=True)
+class Printed:
+    """The printed digits added to the training set: per_digit of each digit, `ones` of the 1, each
+    added `repeats` times (each epoch's augmentation varies them)."""
+    per_digit: int
+    ones: int
+    repeats: int
 
 
 # ---------------------------------------------------------------- reading MNIST
@@ -97,7 +123,7 @@ def normalize(x_unit, out=None):
 def augment(x, kinds, strengths):
     """Per-sample random augmentation of a batch x (B,1,28,28) float in [0,1], on x's device.
 
-    `kinds` picks from IMAGE_AUGMENTATIONS; `strengths` holds their ranges (train.py's RECIPE["augment_strengths"])."""
+    `kinds` picks from AUGMENTATIONS; `strengths` (Strengths) holds their ranges."""
     s = strengths
     b, dev = x.shape[0], x.device
 
@@ -105,11 +131,11 @@ def augment(x, kinds, strengths):
         return torch.rand(b, device=dev) * (hi - lo) + lo
 
     if "rotate" in kinds or "affine" in kinds:
-        angle = torch.deg2rad(uniform(-s["rotate_deg"], s["rotate_deg"])) if "rotate" in kinds else \
+        angle = torch.deg2rad(uniform(-s.rotate_deg, s.rotate_deg)) if "rotate" in kinds else \
             torch.zeros(b, device=dev)
         if "affine" in kinds:
-            scale, shear = uniform(*s["scale"]), torch.deg2rad(uniform(-s["shear_deg"], s["shear_deg"]))
-            shift = (torch.rand(b, 2, device=dev) * 2 - 1) * (s["translate_px"] * 2 / 28)  # grid coords span 2
+            scale, shear = uniform(*s.scale), torch.deg2rad(uniform(-s.shear_deg, s.shear_deg))
+            shift = (torch.rand(b, 2, device=dev) * 2 - 1) * (s.translate_px * 2 / 28)  # grid coords span 2
         else:
             scale, shear, shift = torch.ones(b, device=dev), torch.zeros(b, device=dev), torch.zeros(b, 2, device=dev)
         # theta maps output to input coordinates: the inverse of rotate(angle) . shear . scale
@@ -124,9 +150,9 @@ def augment(x, kinds, strengths):
         x = x.clone()  # the caller's images stay as they were
     if "stroke" in kinds:
         # Another pen: stroke_prob of the samples, half of them thickened and half thinned, each by a
-        # random share (0 to 1) of a 3x3 grey dilation or erosion (preprocess's shifted maxima: on a CPU
+        # random share (0 to 1) of a 3x3 grey dilation or erosion (imageops' shifted maxima: on a CPU
         # F.max_pool2d at stride 1 takes about twice as long).
-        pick = (torch.rand(b, device=dev) < s["stroke_prob"]).nonzero().flatten()
+        pick = (torch.rand(b, device=dev) < s.stroke_prob).nonzero().flatten()
         picked = x[pick]
         thicker = torch.rand(len(pick), device=dev) < 0.5
         for group, sign in ((thicker, 1), (~thicker, -1)):
@@ -138,16 +164,16 @@ def augment(x, kinds, strengths):
         # A low-resolution scan: lowres_prob of the samples shrunk to a side of lowres_px (the whole
         # 28-pixel field; the digit spans 20/28 of it) and scaled back up bicubic, as predict.py enlarges
         # a small digit (EXPERIMENTS.md, "Augmentations"). Not antialiased, so its cubic is torch's
-        # a = -0.75 where preprocess.frame's is PIL's a = -0.5: both were measured as they are.
-        pick = (torch.rand(b, device=dev) < s["lowres_prob"]).nonzero().flatten()
-        sides = torch.randint(s["lowres_px"][0], s["lowres_px"][1] + 1, (len(pick),), device=dev)
+        # a = -0.75 where imageops.frame's is PIL's a = -0.5: both were measured as they are.
+        pick = (torch.rand(b, device=dev) < s.lowres_prob).nonzero().flatten()
+        sides = torch.randint(s.lowres_px[0], s.lowres_px[1] + 1, (len(pick),), device=dev)
         for side in sides.unique().tolist():
             rows = pick[sides == side]
             small = F.interpolate(x[rows], size=(side, side), mode="area")
             big = F.interpolate(small, size=(28, 28), mode="bicubic", align_corners=False)
             x.index_put_((rows,), big.clamp(0, 1))  # bicubic overshoots at sharp edges
     if "erase" in kinds:
-        area = uniform(*s["erase_area"]) * 28 * 28
+        area = uniform(*s.erase_area) * 28 * 28
         aspect = torch.exp(uniform(math.log(0.5), math.log(2.0)))
         h = (area * aspect).sqrt().clamp(1, 27)
         w = (area / aspect).sqrt().clamp(1, 27)
@@ -155,13 +181,13 @@ def augment(x, kinds, strengths):
         r = torch.arange(28, device=dev).float()
         rows = (r[None] >= top[:, None]) & (r[None] < (top + h)[:, None])
         cols = (r[None] >= left[:, None]) & (r[None] < (left + w)[:, None])
-        hit = (torch.rand(b, device=dev) < s["erase_prob"])[:, None, None]
+        hit = (torch.rand(b, device=dev) < s.erase_prob)[:, None, None]
         x.masked_fill_((rows[:, :, None] & cols[:, None, :] & hit)[:, None], 0.0)
     if "noise" in kinds:
         # Only noise_prob of the samples get noise; drawing it for those alone saves most of the
         # normal sampling, which is costly on a CPU.
-        pick = (torch.rand(b, device=dev) < s["noise_prob"]).nonzero().flatten()
-        sigma = uniform(0, s["noise_std_max"])[pick, None, None, None]
+        pick = (torch.rand(b, device=dev) < s.noise_prob).nonzero().flatten()
+        sigma = uniform(0, s.noise_std_max)[pick, None, None, None]
         x.index_put_((pick,), (x[pick] + torch.randn_like(x[pick]) * sigma).clamp(0, 1))
     return x
 
@@ -179,26 +205,25 @@ def affine_grid_28(theta):
     return planes.permute(0, 2, 3, 1)
 
 
-def printed_count(strengths):
-    """How many printed digits with_printed adds to the training set."""
-    return (9 * strengths["printed_per_digit"] + strengths["printed_ones"]) * strengths["printed_repeats"]
+def printed_count(printed):
+    """How many digits with_printed adds to the training set for `printed` (Printed, or None: none)."""
+    return 0 if printed is None else (9 * printed.per_digit + printed.ones) * printed.repeats
 
 
-def with_printed(images, labels, strengths):
-    """The training set with printed digits added after it: strengths["printed_per_digit"] of each digit
-    (strengths["printed_ones"] of the 1) rendered once, each added strengths["printed_repeats"] times
-    (each epoch's augmentation varies them): printed_count(strengths) in all."""
-    printed, printed_labels = printed_set(strengths)
-    repeats = strengths["printed_repeats"]
-    return (torch.cat([images] + [printed.to(images.device)] * repeats),
+def with_printed(images, labels, printed):
+    """The training set with the printed digits `printed` (Printed) asks for added after it, each rendered
+    once and added printed.repeats times: printed_count(printed) in all."""
+    digits, printed_labels = printed_set(printed)
+    repeats = printed.repeats
+    return (torch.cat([images] + [digits.to(images.device)] * repeats),
             torch.cat([labels] + [printed_labels.to(labels.device)] * repeats))
 
 
-def printed_set(strengths):
-    """The printed digits a recipe's strengths ask for, rendered once per process (read them, never
+def printed_set(printed):
+    """The printed digits `printed` asks for, rendered once per process (read them, never
     write them): like loading MNIST, it is data preparation, which a benchmark's runs share and its
     epoch timing leaves out."""
-    return rendered_printed(strengths["printed_per_digit"], strengths["printed_ones"])
+    return rendered_printed(printed.per_digit, printed.ones)
 
 
 @functools.lru_cache(maxsize=4)

@@ -3,8 +3,28 @@ lr_scheduler.OneCycleLR computes it, on the host or with its schedule on the dev
 that makes possible: the whole training step, optimizer included, replayed as one CUDA graph. train.py
 builds the optimizer through build_optimizer and runs its steps through StepGraph on request."""
 import math
+from dataclasses import asdict, dataclass
 
 import torch
+
+
+@dataclass(frozen=True)
+class AdamW:
+    """AdamW's own values (train.py's RECIPE gives them); its learning rate and beta1 follow OneCycle."""
+    weight_decay: float
+    beta2: float
+    eps: float
+
+
+@dataclass(frozen=True)
+class OneCycle:
+    """One cycle, cosine-shaped: over the first pct_start of the steps lr rises from lr / div_factor to lr
+    while beta1 falls from its first to its second value; then lr decays to lr / div_factor /
+    final_div_factor and beta1 returns."""
+    pct_start: float
+    div_factor: float
+    final_div_factor: float
+    beta1: tuple
 
 
 class OneCycleAdamW:
@@ -96,9 +116,9 @@ class OneCycleAdamW:
             p.grad = None
 
 
-def build_optimizer(params, config, total_steps):
-    """The optimizer and schedule a run trains with, from its recipe: swap the optimizer here."""
-    return OneCycleAdamW(params, config["lr"], total_steps, **config["optimizer"], **config["schedule"])
+def build_optimizer(params, recipe, total_steps):
+    """The optimizer and schedule a run trains with, from its recipe (train.Recipe): swap the optimizer here."""
+    return OneCycleAdamW(params, recipe.lr, total_steps, **asdict(recipe.optimizer), **asdict(recipe.schedule))
 
 
 class StepGraph:

@@ -28,8 +28,8 @@ def test_benchmark_quick_runs(tmp_path, data_dir, script):
     assert set(own) == {"name", "params", "macs", "batch_size", "lr", "steps_per_epoch", "images_per_s", "epoch_s",
                         "train_acc_mean", "test_acc_mean", "test_acc_min"}
     for row, config in ((own, train.recipe("tinynet")), (lean, train.recipe("tinynet", "lean"))):
-        assert (row["batch_size"], row["lr"]) == (config["batch_size"], config["lr"])
-        images = 60_000 + data.printed_count(config["augment_strengths"])  # MNIST's and the printed digits
+        assert (row["batch_size"], row["lr"]) == (config.batch_size, config.lr)
+        images = 60_000 + data.printed_count(config.printed)  # MNIST's and the printed digits
         assert row["steps_per_epoch"] == -(-images // config["batch_size"])
         assert row["images_per_s"] == pytest.approx(images / row["epoch_s"], rel=0.01)
     assert {"epoch_s", "wall_s", "test_acc"} <= set(report["reference"])
@@ -52,6 +52,10 @@ def test_benchmark_rejects_unknown_model(in_process, one_line_error):
     (["--json", "/nonexistent/folder/bench.json"], "cannot write --json '/nonexistent/folder/bench.json'"),
     (["--plot", "."], "--plot '.' is a folder"),
     (["--batch-size", "70000"], "larger than the training set"),
+    (["--set", "nope=1"], "--set 'nope=1': no recipe field 'nope'"),
+    (["--set", "lr=fast"], "--set 'lr=fast': could not convert"),
+    (["--set", "augment=rotate,spin"], "unknown augmentation 'spin'"),
+    (["--holdout", "-1"], "--holdout must be between 0 and 50,000"),
 ])
 def test_benchmark_rejects_bad_flags_before_training(args, needle, data_dir, in_process, one_line_error):
     one_line_error(in_process(benchmark.main, [*args, "--data-dir", data_dir, "--no-end-to-end"]), needle)
@@ -82,3 +86,26 @@ def test_markdown_needs_a_json_object(tmp_path, in_process, one_line_error):
     bad.write_text("[1, 2]", encoding="utf-8")
     one_line_error(in_process(benchmark.main, ["--markdown", bad]), "is not a JSON object")
     one_line_error(in_process(benchmark.main, ["--markdown", tmp_path / "none.json"]), "not found")
+
+
+def test_set_and_holdout_reach_the_run(monkeypatch, mnist_train, data_dir, tmp_path, in_process):
+    """--set changes the recipe each variant trains with, and --holdout reports accuracy on held-out images."""
+    load = data.load_mnist
+    monkeypatch.setattr(data, "load_mnist", lambda d, split, dev: tuple(t[:3072] for t in mnist_train)
+                        if split == "train" else load(d, split, dev))
+    used = []
+    real_train = train.train
+    monkeypatch.setattr(train, "train", lambda model, images, labels, config, *a, **k: (
+        used.append((len(images), config)), real_train(model, images, labels, config, *a, **k))[1])
+    out = tmp_path / "bench.json"
+    result = in_process(benchmark.main, ["--models", "tinynet", "--seeds", "1", "--no-end-to-end", "--holdout", "1024",
+                                         "--batch-size", "1024", "--set", "optimizer.beta2=0.99", "--set",
+                                         "printed=none", "--set", "augment=rotate", "--json", out,
+                                         "--data-dir", data_dir])
+    assert result.returncode == 0, result.stderr
+    (n, config), = used
+    assert n == 3072 - 1024 and config.optimizer.beta2 == 0.99 and config.printed is None
+    assert config.augment == ("rotate",) and " val " in result.stdout
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["holdout"] == 1024 and 0 <= report["variants"][0]["val_acc_mean"] <= 100
+    assert report["set"] == ["optimizer.beta2=0.99", "printed=none", "augment=rotate"]

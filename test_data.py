@@ -1,6 +1,7 @@
 """data.py: reading MNIST, the input contract, and the batched augmentation."""
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,10 +11,10 @@ import cli
 import data
 import train
 
-STRENGTHS = train.RECIPE["augment_strengths"]
+STRENGTHS = train.RECIPE.augment_strengths
 # The recipe's strengths, with noise on half the samples instead of 1%, so that a batch of 64 is sure
 # to show it.
-NOISY = dict(STRENGTHS, noise_prob=0.5)
+NOISY = replace(STRENGTHS, noise_prob=0.5)
 
 
 # ---------------------------------------------------------------- reading MNIST
@@ -66,7 +67,7 @@ def test_mnist_statistics_match_the_constants(mnist_train):
 
 # ---------------------------------------------------------------- augmentation
 
-@pytest.mark.parametrize("kinds", [[k] for k in data.IMAGE_AUGMENTATIONS] + [list(data.IMAGE_AUGMENTATIONS)])
+@pytest.mark.parametrize("kinds", [[k] for k in data.AUGMENTATIONS] + [list(data.AUGMENTATIONS)])
 def test_augmentation_keeps_shape_dtype_range(kinds, mnist_train):
     x = mnist_train[0][:64].float() / 255
     out = data.augment(x, kinds, NOISY)
@@ -75,12 +76,12 @@ def test_augmentation_keeps_shape_dtype_range(kinds, mnist_train):
     assert not torch.equal(out, x)
 
 
-@pytest.mark.parametrize("kinds", [["stroke", "lowres", "erase", "noise"], list(data.IMAGE_AUGMENTATIONS)])
+@pytest.mark.parametrize("kinds", [["stroke", "lowres", "erase", "noise"], list(data.AUGMENTATIONS)])
 def test_augmentation_leaves_its_input_alone(kinds, mnist_train):
     """augment writes into the tensors it makes, never into the caller's (every kind on every sample)."""
     x = mnist_train[0][:64].float() / 255
     before = x.clone()
-    every = dict(STRENGTHS, stroke_prob=1.0, lowres_prob=1.0, erase_prob=1.0, noise_prob=1.0)
+    every = replace(STRENGTHS, stroke_prob=1.0, lowres_prob=1.0, erase_prob=1.0, noise_prob=1.0)
     assert not torch.equal(data.augment(x, kinds, every), x)
     assert torch.equal(x, before)
 
@@ -91,7 +92,7 @@ def test_affine_grid_28_is_torchs_affine_grid():
     assert torch.allclose(data.affine_grid_28(theta), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("kinds", [[k] for k in data.IMAGE_AUGMENTATIONS if k != "lowres"])  # 4 sizes: below
+@pytest.mark.parametrize("kinds", [[k] for k in data.AUGMENTATIONS if k != "lowres"])  # 4 sizes: below
 def test_augmentation_differs_per_sample(kinds, mnist_train):
     """64 copies of one image come out as different images: the random parameters are per sample."""
     torch.manual_seed(0)
@@ -118,35 +119,35 @@ def test_lowres_blurs_its_share_of_the_samples_and_keeps_their_ink(mnist_train):
         return (torch.fft.fft2(im[:, 0]).abs() ** 2 * high).flatten(1).sum(1)
 
     for side in range(11, 15):
-        out = data.augment(x, ["lowres"], dict(STRENGTHS, lowres_prob=1.0, lowres_px=[side, side]))
+        out = data.augment(x, ["lowres"], replace(STRENGTHS, lowres_prob=1.0, lowres_px=[side, side]))
         assert (power_above(out, side / 2) < 0.25 * power_above(x, side / 2)).all()
         ink = out.flatten(1).sum(1) / x.flatten(1).sum(1)
         assert 0.97 < ink.median() < 1.1 and ink.min() > 0.6 and ink.max() < 1.25
         assert F.cosine_similarity(out.flatten(1), x.flatten(1)).min() > 0.6  # the same digit, blurred
     distinct = {tuple(o.flatten().tolist()) for o in data.augment(x[:1].repeat(64, 1, 1, 1), ["lowres"],
-                                                                 dict(STRENGTHS, lowres_prob=1.0))}
+                                                                 replace(STRENGTHS, lowres_prob=1.0))}
     assert 2 <= len(distinct) <= 4  # one per side in lowres_px
-    assert torch.equal(data.augment(x, ["lowres"], dict(STRENGTHS, lowres_prob=0.0)), x)
+    assert torch.equal(data.augment(x, ["lowres"], replace(STRENGTHS, lowres_prob=0.0)), x)
 
 
 def test_stroke_thickens_or_thins_each_digit_it_picks(mnist_train):
     """Another pen: each picked digit lies, pixel by pixel, between its 3x3 erosion and its dilation, about
     half of them bolder and half thinner; stroke_prob 0 leaves the batch alone."""
     x = mnist_train[0][:512].float() / 255
-    out = data.augment(x, ["stroke"], dict(STRENGTHS, stroke_prob=1.0))
+    out = data.augment(x, ["stroke"], replace(STRENGTHS, stroke_prob=1.0))
     dilated, eroded = F.max_pool2d(x, 3, 1, 1), -F.max_pool2d(-x, 3, 1, 1)
     assert (out <= dilated + 1e-6).all() and (out >= eroded - 1e-6).all()
     ink = out.flatten(1).sum(1) / x.flatten(1).sum(1)
     assert 0.3 < (ink > 1.05).float().mean() < 0.7 and 0.3 < (ink < 0.95).float().mean() < 0.7
     alike = F.cosine_similarity(out.flatten(1), x.flatten(1))
     assert alike.median() > 0.8 and alike.min() > 0.3  # the same digit (a thin one fully eroded is faint)
-    assert torch.equal(data.augment(x, ["stroke"], dict(STRENGTHS, stroke_prob=0.0)), x)
+    assert torch.equal(data.augment(x, ["stroke"], replace(STRENGTHS, stroke_prob=0.0)), x)
 
 
 def test_strengths_bound_the_augmentation(mnist_train):
     """Zero strengths leave rotation and affine as the identity: the strengths are what is applied."""
     x = mnist_train[0][:16].float() / 255
-    still = dict(STRENGTHS, rotate_deg=0.0, translate_px=0.0, scale=[1.0, 1.0], shear_deg=0.0)
+    still = replace(STRENGTHS, rotate_deg=0.0, translate_px=0.0, scale=[1.0, 1.0], shear_deg=0.0)
     assert torch.allclose(data.augment(x, ["rotate", "affine"], still), x, atol=1e-5)
 
 
@@ -212,25 +213,25 @@ def test_printed_digits_leave_the_training_rng_alone():
 def test_rendered_printed_renders_once_and_the_same_digits():
     """with_printed's digits are rendered once per process (benchmark runs share them), and are the
     digits printed_digits draws."""
-    strengths = dict(STRENGTHS, printed_per_digit=6, printed_ones=9)
-    first = data.printed_set(strengths)
-    assert data.printed_set(dict(strengths)) is first
+    printed = data.Printed(per_digit=6, ones=9, repeats=4)
+    first = data.printed_set(printed)
+    assert data.printed_set(data.Printed(per_digit=6, ones=9, repeats=1)) is first  # the repeats do not matter
     fresh = data.printed_digits(6, ones=9)
     assert torch.equal(first[0], fresh[0]) and torch.equal(first[1], fresh[1])
 
 
 def test_with_printed_leaves_the_shared_rendering_untouched(mnist_train):
-    strengths = dict(STRENGTHS, printed_per_digit=3, printed_ones=3, printed_repeats=1)
-    rendered = data.printed_set(strengths)[0].clone()
-    more, _ = data.with_printed(mnist_train[0][:10], mnist_train[1][:10], strengths)
+    printed = data.Printed(per_digit=3, ones=3, repeats=1)
+    rendered = data.printed_set(printed)[0].clone()
+    more, _ = data.with_printed(mnist_train[0][:10], mnist_train[1][:10], printed)
     more[10:] = 0  # a caller writing into its training set must not change the next run's digits
-    assert torch.equal(data.printed_set(strengths)[0], rendered)
+    assert torch.equal(data.printed_set(printed)[0], rendered)
 
 
 def test_with_printed_appends_after_the_given_images(mnist_train):
     images, labels = mnist_train[0][:100], mnist_train[1][:100]
-    strengths = dict(STRENGTHS, printed_per_digit=4, printed_ones=6, printed_repeats=2)
-    more, more_labels = data.with_printed(images, labels, strengths)
-    assert len(more) == 100 + 2 * 42 == 100 + data.printed_count(strengths)
+    printed = data.Printed(per_digit=4, ones=6, repeats=2)
+    more, more_labels = data.with_printed(images, labels, printed)
+    assert len(more) == 100 + 2 * 42 == 100 + data.printed_count(printed)
     assert torch.equal(more[:100], images) and torch.equal(more[100:142], more[142:])
     assert torch.equal(more_labels[:100], labels)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import data
 import train
 from model import build_model
-from optimizer import build_optimizer
+from optimizer import AdamW, build_optimizer
 
 
 def test_optimizer_steps_lower_the_loss(mnist_train):
@@ -32,14 +32,14 @@ def test_optimizer_matches_torch_adamw_one_cycle(mnist_train):
     theirs.load_state_dict(ours.state_dict())
     x, y = data.to_input(mnist_train[0][:64]), mnist_train[1][:64]
     config = train.recipe("fastnet")
-    opt_cfg, sched_cfg = config["optimizer"], config["schedule"]
+    opt_cfg, sched_cfg = config.optimizer, config.schedule
     opt = build_optimizer(ours.parameters(), config, total_steps=30)
-    ref = torch.optim.AdamW(theirs.parameters(), lr=config["lr"], weight_decay=opt_cfg["weight_decay"],
-                            betas=(sched_cfg["beta1"][0], opt_cfg["beta2"]), eps=opt_cfg["eps"])
+    ref = torch.optim.AdamW(theirs.parameters(), lr=config.lr, weight_decay=opt_cfg.weight_decay,
+                            betas=(sched_cfg.beta1[0], opt_cfg.beta2), eps=opt_cfg.eps)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        ref, max_lr=config["lr"], total_steps=30, pct_start=sched_cfg["pct_start"], div_factor=sched_cfg["div_factor"],
-        final_div_factor=sched_cfg["final_div_factor"], max_momentum=sched_cfg["beta1"][0],
-        base_momentum=sched_cfg["beta1"][1])
+        ref, max_lr=config.lr, total_steps=30, pct_start=sched_cfg.pct_start, div_factor=sched_cfg.div_factor,
+        final_div_factor=sched_cfg.final_div_factor, max_momentum=sched_cfg.beta1[0],
+        base_momentum=sched_cfg.beta1[1])
     for _ in range(30):
         for model, o in ((ours, opt), (theirs, ref)):
             o.zero_grad()
@@ -65,9 +65,9 @@ def test_device_schedule_equals_the_host_schedule_step_for_step():
         assert lr[t] == pytest.approx(host_lr, rel=1e-6) and beta1[t] == pytest.approx(host_beta1, rel=1e-6)
         assert correction1[t] == pytest.approx(1 - host_beta1 ** (t + 1), rel=1e-6)
         assert correction2[t] == pytest.approx((1 - opt.beta2 ** (t + 1)) ** 0.5, rel=1e-6)
-    first = config["lr"] / config["schedule"]["div_factor"]
-    assert (lr[0], lr[-1]) == (pytest.approx(first), pytest.approx(first / config["schedule"]["final_div_factor"]))
-    assert config["lr"] * 0.999 < lr.max() <= config["lr"]
+    first = config.lr / config.schedule.div_factor
+    assert (lr[0], lr[-1]) == (pytest.approx(first), pytest.approx(first / config.schedule.final_div_factor))
+    assert config.lr * 0.999 < lr.max() <= config.lr
 
 
 def test_step_on_device_makes_the_host_steps_updates(mnist_train):
@@ -94,6 +94,6 @@ def test_step_on_device_makes_the_host_steps_updates(mnist_train):
 
 def test_optimizer_takes_its_values_from_the_recipe():
     params = [torch.nn.Parameter(torch.zeros(3))]
-    config = train.recipe("fastnet", lr=0.5, optimizer={"weight_decay": 0.3, "beta2": 0.9, "eps": 1e-6})
+    config = train.recipe("fastnet", lr=0.5, optimizer=AdamW(weight_decay=0.3, beta2=0.9, eps=1e-6))
     opt = build_optimizer(params, config, total_steps=10)
     assert (opt.max_lr, opt.weight_decay, opt.beta2, opt.eps) == (0.5, 0.3, 0.9, 1e-6)

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import cli
 import data
 import plots
 import train
+from recipes import Recipe
 from checkpoint import load_checkpoint
 from inference import predicted_classes
 from model import build_model, model_name, selected_model
@@ -48,8 +50,10 @@ def test_sidecar_records_the_whole_recipe(trained):
     """What rebuilds the model and reproduces the run: the recipe in full, the seed, the versions."""
     side = trained.sidecar
     expected = train.recipe(side["model"], side["recipe"], batch_size=side["batch_size"], lr=side["lr"],
-                            augment=side["augment"])
-    assert {k: side[k] for k in expected} == json.loads(json.dumps(expected))
+                            augment=tuple(side["augment"]))
+    recorded = expected.to_sidecar()
+    assert {k: side[k] for k in recorded} == json.loads(json.dumps(recorded))
+    assert Recipe.from_sidecar(side) == expected
     for key in ("seed", "epochs", "device", "torch", "torchvision", "git_commit", "timestamp", "wall_s"):
         assert key in side
 
@@ -58,9 +62,9 @@ def test_sidecar_records_the_whole_recipe(trained):
 
 def test_a_named_recipe_replaces_the_variants_own():
     lean = train.RECIPES["lean"]
-    assert train.recipe("widenet", "lean") == dict(train.RECIPE, **lean)
-    assert train.recipe("widenet", "lean", lr=0.1)["lr"] == 0.1
-    images = 60_000 + data.printed_count(train.RECIPE["augment_strengths"])  # MNIST's and the printed digits
+    assert train.recipe("widenet", "lean") == replace(train.RECIPE, **lean)
+    assert train.recipe("widenet", "lean", lr=0.1).lr == 0.1
+    images = 60_000 + data.printed_count(train.RECIPE.printed)  # MNIST's and the printed digits
     steps = len(train.batch_slices(images, lean["batch_size"]))
     assert steps <= 235  # the step-lean floor: at most half the default's steps
 
@@ -69,15 +73,20 @@ def test_recipe_precedence():
     """A variant's VARIANT_RECIPES entry replaces RECIPE's values; what the command line gives replaces both."""
     own = train.VARIANT_RECIPES["widenet"]
     assert train.recipe("fastnet") == train.RECIPE
-    assert train.recipe("widenet") == dict(train.RECIPE, **own)
-    assert train.recipe("widenet", batch_size=256)["batch_size"] == 256
-    assert train.recipe("widenet", lr=0.5) == dict(train.RECIPE, **dict(own, lr=0.5))
-    assert train.recipe("tinynet", batch_size=64, lr=0.1, augment=[])["augment"] == []
+    assert train.recipe("widenet") == own != train.RECIPE
+    assert (own.batch_size, own.lr, own.optimizer.beta2) == (32, 0.01, 0.99)  # what differs, said explicitly
+    assert replace(own, batch_size=128, lr=0.02, optimizer=train.RECIPE.optimizer,
+                   augment=train.RECIPE.augment) == train.RECIPE  # and nothing else
+    assert train.recipe("widenet", batch_size=256).batch_size == 256
+    assert train.recipe("widenet", lr=0.5) == replace(own, lr=0.5)
+    assert train.recipe("tinynet", batch_size=64, lr=0.1, augment=()).augment == ()
 
 
-def test_recipe_is_a_copy():
-    train.recipe("fastnet")["augment_strengths"]["rotate_deg"] = 90
-    assert train.RECIPE["augment_strengths"]["rotate_deg"] != 90
+def test_no_printed_trains_on_mnist_alone():
+    assert train.parse_args(["--no-printed"]).no_printed
+    one_line = "unknown augmentation 'printed'"  # a dataset option now, not an augmentation
+    with pytest.raises(cli.UserError, match=one_line):
+        train.parse_args(["--augment", "rotate,printed"])
 
 
 def test_default_model_is_the_selected_one():
@@ -97,7 +106,8 @@ def test_whole_step_graph_trains_as_the_eager_loop(mnist_train):
     for graphs in (False, True):
         torch.manual_seed(0)
         model = build_model("fastnet").cuda()
-        history, acc = train.train(model, images, labels, train.recipe("fastnet", augment=[]), 2, log=lambda _: None,
+        history, acc = train.train(model, images, labels, replace(train.recipe("fastnet", augment=()), printed=None), 2,
+                                   log=lambda _: None,
                                    cuda_graphs=graphs)
         results.append((history, acc, model))
     (eager, eager_acc, _), (graphed, graphed_acc, _) = results
@@ -121,7 +131,7 @@ def test_training_never_imports_dynamo(tmp_path, data_dir):
 def test_epochs_honoured(mnist_train):
     assert train.parse_args(["--epochs", "3"]).epochs == 3
     torch.manual_seed(0)
-    config = train.recipe("tinynet", batch_size=128, lr=0.01, augment=["rotate"])
+    config = replace(train.recipe("tinynet", batch_size=128, lr=0.01, augment=("rotate",)), printed=None)
     history, _ = train.train(build_model("tinynet"), mnist_train[0][:640], mnist_train[1][:640], config, 3, **QUIET)
     assert len(history["loss"]) == len(history["lr"]) == 3 * 5
 
@@ -135,15 +145,15 @@ def test_non_finite_loss_names_the_step(mnist_train):
     torch.manual_seed(0)
     with pytest.raises(train.NonFiniteLoss, match=r"at step \d+"):
         train.train(build_model("tinynet"), mnist_train[0][:6400], mnist_train[1][:6400],
-                    train.recipe("tinynet", batch_size=64, lr=1e30, augment=[]), 1, **QUIET)
+                    replace(train.recipe("tinynet", batch_size=64, lr=1e30, augment=()), printed=None), 1, **QUIET)
 
 
 def short_run(seed, images, labels):
     """What train.main does, on 1,024 images: seed, build, train."""
     torch.manual_seed(seed)
     model = build_model("fastnet").to(memory_format=torch.channels_last)
-    train.train(model, images[:1024], labels[:1024], train.recipe("fastnet", augment=list(data.IMAGE_AUGMENTATIONS)), 1,
-                **QUIET)
+    train.train(model, images[:1024], labels[:1024], replace(train.recipe("fastnet", augment=data.AUGMENTATIONS),
+                                                             printed=None), 1, **QUIET)
     return model.state_dict()
 
 
@@ -377,8 +387,7 @@ def test_cli_accuracy_variant_uses_its_recipe(tmp_path, data_dir, script):
     (sidecar,) = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
     side = json.loads((tmp_path / sidecar).read_text())
     own = train.VARIANT_RECIPES["widenet"]
-    assert (side["batch_size"], side["lr"]) == (own["batch_size"], own["lr"]) != (train.RECIPE["batch_size"],
-                                                                                   train.RECIPE["lr"])
+    assert (side["batch_size"], side["lr"]) == (own.batch_size, own.lr) != (train.RECIPE.batch_size, train.RECIPE.lr)
     assert side["test_acc"] >= 99.2
 
 
@@ -391,3 +400,27 @@ def test_cli_fine_tunes_from_checkpoint(trained, tmp_path, data_dir, script):
     side = json.loads((tmp_path / sidecar).read_text())
     assert side["init"] == trained.pth and side["model"] == trained.sidecar["model"]
     assert side["test_acc"] >= 99.0
+
+
+def test_holdout_trains_on_the_rest_and_reports_validation(small_training_set, monkeypatch, tmp_path, data_dir,
+                                                           in_process):
+    """--holdout N keeps the last N training images out of training and scores the model on them."""
+    seen = []
+    real_train = train.train
+    monkeypatch.setattr(train, "train", lambda model, images, *a, **k: (seen.append(len(images)),
+                                                                         real_train(model, images, *a, **k))[1])
+    result = in_process(train.main, ["--holdout", "1024", "--batch-size", "1024", "--no-plots", "--no-printed",
+                                     "--out-dir", tmp_path, "--data-dir", data_dir])
+    assert result.returncode == 0, result.stderr
+    assert seen == [4096 - 1024] and "validation accuracy: " in result.stdout
+    side = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert side["holdout"] == 1024 and 0 <= side["val_acc"] <= 100 and side["printed"] is None
+    images, labels = torch.arange(10), torch.arange(10)
+    (rest, _), (held, _) = train.held_out(images, labels, 3)
+    assert rest.tolist() == list(range(7)) and held.tolist() == [7, 8, 9]
+    assert train.held_out(images, labels, 0) == ((images, labels), None)
+
+
+@pytest.mark.parametrize("value", ["-1", "50001"])
+def test_holdout_bounds(value, in_process, one_line_error):
+    one_line_error(in_process(train.main, ["--holdout", value]), "--holdout must be between 0 and 50,000")

@@ -21,6 +21,7 @@ import copy
 import math
 import os
 import sys
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,8 @@ import plots
 from checkpoint import load_checkpoint, provenance, save_checkpoint, timestamp
 from inference import predicted_classes
 from model import MODELS, build_model, count_params, model_name, selected_model
-from optimizer import StepGraph, build_optimizer
+from optimizer import AdamW, OneCycle, StepGraph, build_optimizer
+from recipes import Recipe
 
 # ---------------------------------------------------------------- config: the recipe
 DEFAULT_MODEL = model_name(selected_model)
@@ -38,54 +40,51 @@ EPOCHS = 1
 SEED = 1
 MAX_EPOCHS, MAX_SEED = 1000, 2**64 - 1  # beyond these torch overflows, or a run would take months
 DIVERGED_BELOW = 20.0  # test accuracy in %; chance is 10%: a run that ends under this has failed
-RECIPE = {  # what a run trains with; the sidecar records all of it
-    "batch_size": 128,
-    "lr": 0.02,  # peak of the one-cycle schedule
-    "optimizer": {"weight_decay": 1e-4, "beta2": 0.999, "eps": 1e-8},  # AdamW
-    # One cycle, cosine-shaped: over the first pct_start of the steps lr rises from lr / div_factor to
-    # lr while beta1 falls from its first to its second value; then lr decays to lr / div_factor /
-    # final_div_factor and beta1 returns.
-    "schedule": {"pct_start": 0.1, "div_factor": 4.0, "final_div_factor": 100.0, "beta1": [0.95, 0.85]},
-    "label_smoothing": 0.1,
-    "augment": ["rotate", "affine", "stroke", "noise", "printed", "lowres"],
-    # Mild: one epoch leaves no time to learn heavy distortions, and predict.py centres users' digits by
-    # mass itself. Noise on 1% keeps the model steady under noise; "printed" adds rendered digits (more
-    # of the 1, which comes in the most shapes); "stroke" stands for another pen and "lowres" for a
-    # low-resolution scan. Why each value: EXPERIMENTS.md, "The default recipe" and "Augmentations".
-    "augment_strengths": {"rotate_deg": 7.0, "translate_px": 1.0, "scale": [0.9, 1.1], "shear_deg": 5.0,
-                          "stroke_prob": 0.3,
-                          "erase_prob": 0.5, "erase_area": [0.02, 0.12], "noise_prob": 0.01, "noise_std_max": 0.3,
-                          "lowres_prob": 0.2, "lowres_px": [11, 14], "printed_per_digit": 50, "printed_ones": 150,
-                          "printed_repeats": 4},
+
+# Mild augmentation: one epoch leaves no time to learn heavy distortions, and predict.py centres users'
+# digits by mass itself. Noise on 1% keeps the model steady under noise; "stroke" stands for another pen
+# and "lowres" for a low-resolution scan; the printed digits have more of the 1, which comes in the most
+# shapes. Why each value: EXPERIMENTS.md, "The default recipe" and "Augmentations".
+RECIPE = Recipe(
+    batch_size=128,
+    lr=0.02,
+    optimizer=AdamW(weight_decay=1e-4, beta2=0.999, eps=1e-8),
+    schedule=OneCycle(pct_start=0.1, div_factor=4.0, final_div_factor=100.0, beta1=(0.95, 0.85)),
+    label_smoothing=0.1,
+    augment=("rotate", "affine", "stroke", "noise", "lowres"),
+    augment_strengths=data.Strengths(rotate_deg=7.0, translate_px=1.0, scale=(0.9, 1.1), shear_deg=5.0,
+                                     stroke_prob=0.3, erase_prob=0.5, erase_area=(0.02, 0.12), noise_prob=0.01,
+                                     noise_std_max=0.3, lowres_prob=0.2, lowres_px=(11, 14)),
+    printed=data.Printed(per_digit=50, ones=150, repeats=4),
+)
+# Each variant's recipe: RECIPE, with what differs said here. widenet and tinynet are the MNIST-accuracy
+# variants: more, smaller steps pay for them, they leave out the augmentations for users' digits, and
+# widenet's AdamW forgets squared gradients faster (beta2 0.99: 0.999 averages over about half its
+# epoch). EXPERIMENTS.md, "The accuracy variants".
+VARIANT_RECIPES = {
+    "widenet": replace(RECIPE, batch_size=32, lr=0.01, optimizer=replace(RECIPE.optimizer, beta2=0.99),
+                       augment=tuple(k for k in RECIPE.augment if k not in ("stroke", "lowres"))),
+    "tinynet": replace(RECIPE, batch_size=64, lr=0.015, augment=tuple(k for k in RECIPE.augment if k != "lowres")),
 }
-# Per-variant changes to RECIPE. widenet and tinynet are the MNIST-accuracy variants: more, smaller
-# steps pay for them, they leave out the augmentations for users' digits, and widenet's AdamW forgets
-# squared gradients faster (beta2 0.99: 0.999 averages over about half its epoch). EXPERIMENTS.md,
-# "The accuracy variants".
-VARIANT_RECIPES = {"widenet": {"batch_size": 32, "lr": 0.01, "optimizer": {**RECIPE["optimizer"], "beta2": 0.99},
-                               "augment": [k for k in RECIPE["augment"] if k not in ("stroke", "lowres")]},
-                   "tinynet": {"batch_size": 64, "lr": 0.015,
-                               "augment": [k for k in RECIPE["augment"] if k != "lowres"]}}
-# Named recipes any variant can train with in place of its own (--recipe NAME). "lean" takes 195 steps
-# an epoch instead of 488: on a GPU the number of steps, not arithmetic, sets the time.
+# Named recipes any variant can train with in place of its own (--recipe NAME): changes to RECIPE. "lean"
+# takes 195 steps an epoch instead of 488: on a GPU the number of steps, not arithmetic, sets the time.
 RECIPES = {"lean": {"batch_size": 320, "lr": 0.025}}
 
 
 def recipe(name, recipe_name=None, **overrides):
-    """The full recipe for variant `name`: RECIPE, then its VARIANT_RECIPES entry (or the named recipe
-    RECIPES[recipe_name] instead), then the overrides that are not None (what the command line gave)."""
-    config = copy.deepcopy(RECIPE)
-    config.update(VARIANT_RECIPES.get(name, {}) if recipe_name is None else RECIPES[recipe_name])
-    config.update({k: v for k, v in overrides.items() if v is not None})
-    return config
+    """The full recipe for variant `name`: its VARIANT_RECIPES entry, else RECIPE (or RECIPE with the named
+    recipe RECIPES[recipe_name] instead), then the overrides that are not None (what the command line gave)."""
+    base = VARIANT_RECIPES.get(name, RECIPE) if recipe_name is None else replace(RECIPE, **RECIPES[recipe_name])
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def recipe_help(key):
-    """A flag's default as --help shows it, e.g. "128; widenet 32" (a list comma-joined, as the flag takes it)."""
+    """A flag's default as --help shows it, e.g. "128; widenet 32" (a tuple comma-joined, as the flag takes it)."""
     def shown(value):
-        return ",".join(value) if isinstance(value, list) else str(value)
-    return "; ".join([shown(RECIPE[key])] + [f"{n} {shown(own[key])}" for n, own in VARIANT_RECIPES.items()
-                                             if key in own])
+        return ",".join(value) if isinstance(value, tuple) else str(value)
+    default = getattr(RECIPE, key)
+    return "; ".join([shown(default)] + [f"{n} {shown(getattr(own, key))}" for n, own in VARIANT_RECIPES.items()
+                                         if getattr(own, key) != default])
 
 
 def describe_recipes():
@@ -111,6 +110,11 @@ def build_parser():
     cli.add_out_dir(p, "the checkpoint, sidecar and PNGs go")
     p.add_argument("--augment", metavar="LIST", help="comma-separated training augmentations from "
                    f"{', '.join(data.AUGMENTATIONS)}, or none (default: {recipe_help('augment')})")
+    p.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="hold out the last N training images as a validation set, which choices are made on (the "
+                        "test set then only reports); 0 trains on all 60,000")
+    p.add_argument("--no-printed", action="store_true",
+                   help="train on MNIST alone, without the printed digits the recipe adds to the training set")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs (samples, curves, misclassified)")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--cuda-graphs", action="store_true",
@@ -134,6 +138,7 @@ def validate_args(args):
     if args.model is not None and args.model not in MODELS:
         raise cli.UserError(f"unknown model {args.model!r}: use --model with one of {', '.join(MODELS)}")
     check_training_flags(args.batch_size, args.lr, args.epochs, args.seed)
+    cli.check_range("--holdout", args.holdout, 0, 50_000)
     if args.augment is not None:
         args.augment = parse_augment(args.augment)
     args.device = cli.resolve_device(args.device)
@@ -182,7 +187,7 @@ def require_cuda_for_graphs(cuda_graphs, device):
 
 
 def parse_augment(spec):
-    kinds = [] if spec.strip() == "none" else [k.strip() for k in spec.split(",") if k.strip()]
+    kinds = () if spec.strip() == "none" else tuple(k.strip() for k in spec.split(",") if k.strip())
     unknown = [k for k in kinds if k not in data.AUGMENTATIONS]
     if unknown:
         raise cli.UserError(f"unknown augmentation {unknown[0]!r}: use --augment with "
@@ -227,7 +232,7 @@ def training_step(model, opt, config, cuda_graphs, batch_size):
         with autocast:
             out = model(x)
         # The models return log-probabilities, so cross_entropy's log_softmax is a no-op on them.
-        loss = F.cross_entropy(out.float(), y, label_smoothing=config["label_smoothing"])
+        loss = F.cross_entropy(out.float(), y, label_smoothing=config.label_smoothing)
         opt.zero_grad()  # grads set to None: captured, backward then writes (not adds) them each replay
         loss.backward()
         opt.step_on_device() if cuda_graphs else opt.step()
@@ -315,20 +320,20 @@ def train(model, images, labels, config, epochs, log=print, cuda_graphs=False):
     epoch's running accuracy on the given images (printed digits the recipe adds are trained on, not
     counted). cuda_graphs: see training_step."""
     given = len(images)
-    if "printed" in config["augment"]:
-        images, labels = data.with_printed(images, labels, config["augment_strengths"])
+    if config.printed:
+        images, labels = data.with_printed(images, labels, config.printed)
     n, dev = len(images), images.device
-    slices = batch_slices(n, config["batch_size"])
+    slices = batch_slices(n, config.batch_size)
     total = epochs * len(slices)
     opt = build_optimizer(model.parameters(), config, total)
     metrics = Metrics(total, len(slices), dev)
     progress = Progress(metrics, epochs, total, log)
-    step = training_step(model, opt, config, cuda_graphs, config["batch_size"])
+    step = training_step(model, opt, config, cuda_graphs, config.batch_size)
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(n, device=dev)
         counted = order < given  # the given images; the added printed digits come after them
-        xs, ys = data.augmented_epoch(images, labels, order, config["augment"], config["augment_strengths"])
+        xs, ys = data.augmented_epoch(images, labels, order, config.augment, config.augment_strengths)
         for s, e in slices:
             out, loss = step(xs[s:e], ys[s:e])
             metrics.record(loss, out, ys[s:e], counted[s:e])
@@ -360,7 +365,7 @@ def sample_batch(images, labels, config, n=32):
     with torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
         torch.manual_seed(SEED)
         idx = torch.arange(n, device=images.device)
-        return data.augmented_images(images, idx, config["augment"], config["augment_strengths"]), labels[idx]
+        return data.augmented_images(images, idx, config.augment, config.augment_strengths), labels[idx]
 
 
 def output_bytes(n_params, plots_too):
@@ -371,15 +376,23 @@ def output_bytes(n_params, plots_too):
 
 def run_line(args, config, n_params):
     return (f"model {args.model}: {n_params:,} params | device {args.device} | epochs {args.epochs} | "
-            f"batch {config['batch_size']} | lr {config['lr']} | augment {','.join(config['augment']) or 'none'} | "
+            f"batch {config.batch_size} | lr {config.lr} | augment {','.join(config.augment) or 'none'} | "
             f"seed {args.seed}" + (f" | recipe {args.recipe}" if args.recipe else "") +
             (f" | init {args.init}" if args.init else ""))
 
 
-def sidecar(args, config, n_params, train_acc, test_acc, train_s):
+def held_out(images, labels, n):
+    """(the training images, the validation set: the last n of them, or None when n is 0)."""
+    if not n:
+        return (images, labels), None
+    return (images[:-n], labels[:-n]), (images[-n:], labels[-n:])
+
+
+def sidecar(args, config, n_params, train_acc, test_acc, train_s, val_acc=None):
     """What the checkpoint's sidecar records: what rebuilds the model and reproduces the run."""
     return {"model": args.model, "params": n_params, "train_acc": round(train_acc, 4), "test_acc": round(test_acc, 4),
-            "epochs": args.epochs, "seed": args.seed, "recipe": args.recipe, **config, "init": args.init,
+            "holdout": args.holdout, "val_acc": None if val_acc is None else round(val_acc, 4),
+            "epochs": args.epochs, "seed": args.seed, "recipe": args.recipe, **config.to_sidecar(), "init": args.init,
             "device": args.device, "cuda_graphs": args.cuda_graphs, "compile": args.compile, **provenance(),
             "timestamp": timestamp(), "train_s": round(train_s, 3),
             "wall_s": round(time.perf_counter() - PROCESS_START, 3)}
@@ -399,9 +412,10 @@ def main(argv=None):
     model = load_checkpoint(args.init, args.model)[0] if args.init else build_model(args.model)
     args.model = model_name(model)
     config = recipe(args.model, args.recipe, batch_size=args.batch_size, lr=args.lr, augment=args.augment)
-    train_x, train_y = data.load_mnist(args.data_dir, "train", args.device)
+    config = replace(config, printed=None) if args.no_printed else config
+    (train_x, train_y), val = held_out(*data.load_mnist(args.data_dir, "train", args.device), args.holdout)
     test_x, test_y = data.load_mnist(args.data_dir, "test", args.device)
-    check_batch_size(config["batch_size"], len(train_x), model)
+    check_batch_size(config.batch_size, len(train_x), model)
     cli.check_out_dir(args.out_dir, need_bytes=output_bytes(count_params(model), not args.no_plots))
 
     model = model.to(args.device, memory_format=torch.channels_last)
@@ -413,9 +427,11 @@ def main(argv=None):
                                cuda_graphs=args.cuda_graphs)
     train_s = time.perf_counter() - t_train
     preds, test_acc = evaluate(model, test_x, test_y)
-    print(f"train accuracy (running, last epoch): {train_acc:.2f}% | test accuracy: {test_acc:.2f}% "
+    val_acc = evaluate(model, *val)[1] if val else None
+    print(f"train accuracy (running, last epoch): {train_acc:.2f}% | " +
+          (f"validation accuracy: {val_acc:.2f}% | " if val else "") + f"test accuracy: {test_acc:.2f}% "
           f"({int((preds != test_y).sum())} of {len(test_y)} wrong) | training {train_s:.1f}s")
-    metadata = sidecar(args, config, n_params, train_acc, test_acc, train_s)
+    metadata = sidecar(args, config, n_params, train_acc, test_acc, train_s, val_acc)
     path = save_checkpoint(model, args.out_dir, metadata)
     print(f"saved {path} (+ .json sidecar) | wall {metadata['wall_s']:.1f}s from process start")
     # The PNGs come after the checkpoint: they take a second (matplotlib), and the model should not wait.
@@ -423,7 +439,7 @@ def main(argv=None):
         save_plots(train_x, train_y, test_x, test_y, preds, history, config, args.out_dir)
     if test_acc < DIVERGED_BELOW:  # last, so that the line a user reads says it, and the exit code is 1
         raise cli.RunFailed(f"training diverged: test accuracy {test_acc:.2f}% is chance level; lower --lr (the "
-                            f"recipe's is {recipe(args.model, args.recipe)['lr']}) or --batch-size, or check the data")
+                            f"recipe's is {recipe(args.model, args.recipe).lr}) or --batch-size, or check the data")
     return path
 
 
