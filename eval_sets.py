@@ -1,6 +1,7 @@
 """Digits that are not MNIST's own files, to measure predict.py on: generated reproducibly, then scored.
 
     python eval_sets.py --out evalsets                        # write the sets (seed 0; 8 minutes, 250 MB)
+    python eval_sets.py --out dev --half dev                  # half of each, to make choices on (test: to report)
     python eval_sets.py --out evalsets --checkpoint CK.pth --json eval_sets.json   # ... and score a checkpoint
     python eval_sets.py --markdown eval_sets.json             # the README's table of those scores
     python predict.py CK.pth --evaluate evalsets/photo        # or one set, with its confusion matrix
@@ -32,6 +33,9 @@ import numpy as np
 import cli
 
 PHOTOS = 2400
+# A half of every set: its own MNIST test digits, fonts and handwriting (alternate ones of each) and its own
+# random stream. Choices (thresholds, recipes) are made on dev; figures are reported on test.
+HALVES = ("dev", "test")
 NONDIGIT_LETTERS = "ACEFHKMNPRUVWXYacdefhkmnprtuvwxy"  # letters no one would take for a digit
 SHAPES = ("square", "triangle", "star", "smiley", "cross", "heart", "arrow", "spiral")
 PAPERS = {"white": (246, 246, 242), "grey": (196, 196, 192), "cream": (245, 236, 200), "blue": (222, 232, 246),
@@ -56,8 +60,15 @@ def build_parser():
     p = cli.parser(__doc__)
     p.add_argument("--out", metavar="DIR", help="a new folder for the sets (about 250 MB); needed unless --markdown")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same images")
-    p.add_argument("--photos", type=int, default=PHOTOS, metavar="N", help="how many photo-like images")
+    p.add_argument("--photos", type=int, metavar="N",
+                   help=f"how many photo-like images (default: {PHOTOS}, or {PHOTOS // 2} with --half)")
+    p.add_argument("--half", choices=HALVES,
+                   help="write only this half of every set (default: the whole sets); with --score, the half DIR holds")
     p.add_argument("--checkpoint", help="score this model_mnist_*.pth on every set once they are written")
+    p.add_argument("--score", metavar="DIR", help="score --checkpoint on the sets already written under DIR instead")
+    p.add_argument("--sets", metavar="LIST", help=f"with --score: only these, from {', '.join(SETS)}, nondigits")
+    p.add_argument("--thresholds", metavar="LIST", default="",
+                   help="also print what each of these low-confidence thresholds would flag (e.g. 0.5,0.6,0.7)")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON (with --checkpoint)")
     p.add_argument("--markdown", metavar="JSON", help="print the README's table of a --json file's scores and exit")
     cli.add_data_dir(p, "MNIST root (the test digits)")
@@ -68,12 +79,23 @@ def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     if args.markdown:
         return args
-    if not args.out:
+    if args.score and not args.checkpoint:
+        raise cli.UserError("--score DIR scores a checkpoint: give --checkpoint CK.pth too")
+    if not args.out and not args.score:
         raise cli.UserError("--out DIR is needed: a new folder for the sets (or --markdown JSON for a table)")
+    args.sets = args.sets and [n.strip() for n in args.sets.split(",") if n.strip()]
+    unknown = [n for n in args.sets or [] if n not in (*SETS, "nondigits")]
+    if unknown:
+        raise cli.UserError(f"--sets: no set {unknown[0]!r}: use {', '.join(SETS)} or nondigits")
+    try:
+        args.thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
+    except ValueError:
+        raise cli.UserError(f"--thresholds {args.thresholds!r}: give numbers, e.g. 0.5,0.6,0.7") from None
     if args.json and not args.checkpoint:
         raise cli.UserError("--json writes scores: give --checkpoint CK.pth too")
     if args.json:
         cli.check_out_file(args.json, "--json")
+    args.photos = args.photos or (PHOTOS // 2 if args.half else PHOTOS)
     cli.check_range("--photos", args.photos, 10, 100_000)
     cli.check_range("--seed", args.seed, 0, 2**32 - 1)
     return args
@@ -262,25 +284,27 @@ def write(path, data):
         f.write(data)
 
 
-def write_sets(out, seed, photos, data_dir):
-    """Write every set under `out`; returns {set name: number of images}."""
+def write_sets(out, seed, photos, data_dir, half=None):
+    """Write every set under `out` (or the HALVES `half` of each); returns {set name: number of images}."""
     from data import load_mnist
     from plots import gray_png
 
-    rng = np.random.default_rng(seed)
+    part = slice(None) if half is None else slice(HALVES.index(half), None, 2)
+    rng = np.random.default_rng(seed if half is None else [seed, HALVES.index(half)])
     counts = {}
     test_x, test_y = load_mnist(data_dir, "test", "cpu")
-    fonts = digit_fonts()
+    fonts = digit_fonts()[part]
     if not fonts:
         raise cli.UserError("no TrueType/OpenType font with digits is installed: install a font package "
                             "(e.g. apt-get install fonts-dejavu-core)")
 
-    for i, label in enumerate(test_y.tolist()):
-        write(os.path.join(out, "mnist_png", str(label), f"{i:05d}.png"), gray_png(test_x[i, 0].numpy()))
-    counts["mnist_png"] = len(test_y)
+    mnist = np.arange(len(test_y))[part]
+    for i in mnist.tolist():
+        write(os.path.join(out, "mnist_png", str(int(test_y[i])), f"{i:05d}.png"), gray_png(test_x[i, 0].numpy()))
+    counts["mnist_png"] = len(mnist)
 
     unseen = [path for path in fonts if not trained_family(path)] or fonts
-    picks = rng.permutation(len(test_y))
+    picks = mnist[rng.permutation(len(mnist))]
     for i in range(photos):
         if i % 2 == 0:  # half MNIST test digits, half font digits
             index = int(picks[i // 2])
@@ -311,10 +335,11 @@ def write_sets(out, seed, photos, data_dir):
         print("handwriting: left out (pip install scikit-learn to include it)")
     else:
         digits = load_digits()
-        for i, (image, label) in enumerate(zip(digits.images, digits.target)):
-            write(os.path.join(out, "handwriting", str(label), f"{i:04d}.png"),
-                  gray_png((image / 16 * 255).round().astype(np.uint8)))
-        counts["handwriting"] = len(digits.target)
+        mine = np.arange(len(digits.target))[part].tolist()
+        for i in mine:
+            write(os.path.join(out, "handwriting", str(digits.target[i]), f"{i:04d}.png"),
+                  gray_png((digits.images[i] / 16 * 255).round().astype(np.uint8)))
+        counts["handwriting"] = len(mine)
 
     n = 0
     for letter in NONDIGIT_LETTERS:
@@ -349,42 +374,70 @@ def answers_for(model, paths):
     return answers(model, [prepared(path) for path in paths])
 
 
-def score(checkpoint, out):
-    """Accuracy and low-confidence flags of a checkpoint on every set under `out`: printed as a table and
-    returned as {"sets": [...], "nondigits": [...], "checkpoint": {...}} (what --json writes)."""
-    import torch
-
+def score(checkpoint, out, names=None, thresholds=()):
+    """Accuracy and low-confidence flags of a checkpoint on the sets under `out` (`names`, default every
+    one there): printed as a table and returned as {"sets": [...], "nondigits": [...], "checkpoint": {...}}
+    (what --json writes). Each of `thresholds` gets a line too: what it would flag, for calibrating
+    inference.LOW_CONFIDENCE."""
     from checkpoint import load_checkpoint
     from inference import LOW_CONFIDENCE
-    from predict import labelled_images
 
     model, sidecar = load_checkpoint(checkpoint)
+    answers = set_answers(model, out, names or [*SETS, "nondigits"])
     result = {"checkpoint": {"file": os.path.basename(checkpoint),
                              **{k: sidecar.get(k) for k in ("model", "seed", "test_acc", "git_commit")}},
-              "low_confidence": LOW_CONFIDENCE, "sets": [], "nondigits": []}
+              "low_confidence": LOW_CONFIDENCE, **flag_shares(answers, LOW_CONFIDENCE)}
     print(f"\n{'set':13s} {'images':>7s} {'accuracy':>9s} {'flagged low confidence':>23s} {'no digit found':>15s}")
-    for name in SETS:
-        items, _ = labelled_images(os.path.join(out, name))
-        if not items:
-            continue
-        top, preds = answers_for(model, [p for p, _ in items])
-        labels = torch.tensor([label for _, label in items])
-        flagged = (top < LOW_CONFIDENCE) & (preds >= 0)
-        row = {"name": name, "images": len(items), "wrong": int((preds != labels).sum()),
-               "accuracy": round(100 * (preds == labels).float().mean().item(), 2),
-               "flagged": round(100 * flagged.float().mean().item(), 2), "no_digit": int((preds < 0).sum())}
-        result["sets"].append(row)
-        print(f"{name:13s} {row['images']:7,d} {row['accuracy']:8.2f}% {row['flagged']:22.2f}% {row['no_digit']:15d}")
-    paths = sorted(glob.glob(os.path.join(out, "nondigits", "*")))
-    top, preds = answers_for(model, paths)
-    kinds = [os.path.basename(p).split("_")[0] for p in paths]
-    for kind in sorted(set(kinds)):
-        pick = torch.tensor([k == kind for k in kinds])
-        caught = ((top[pick] < LOW_CONFIDENCE) | (preds[pick] < 0)).float().mean().item()
-        result["nondigits"].append({"kind": kind, "images": int(pick.sum()), "caught": round(100 * caught, 1)})
-        print(f"non-digits, {kind + 's':9s} {int(pick.sum()):3d} images: {100 * caught:.1f}% flagged low confidence "
+    for row in result["sets"]:
+        print(f"{row['name']:13s} {row['images']:7,d} {row['accuracy']:8.2f}% {row['flagged']:22.2f}% "
+              f"{row['no_digit']:15d}")
+    for n in result["nondigits"]:
+        print(f"non-digits, {n['kind'] + 's':9s} {n['images']:3d} images: {n['caught']:.1f}% flagged low confidence "
               f"or no digit found")
+    for threshold in thresholds:
+        shares = flag_shares(answers, threshold)
+        print(f"at {threshold}: flagged " + ", ".join(f"{r['name']} {r['flagged']:.2f}%" for r in shares["sets"]) +
+              "; caught " + ", ".join(f"{n['kind']}s {n['caught']:.1f}%" for n in shares["nondigits"]))
     return result
+
+
+def set_answers(model, out, names):
+    """{set name: (top probabilities, predicted digits, labels)} for each of `names` found under `out`; the
+    non-digits, unlabelled, with their kinds (letter, shape, blank) as labels."""
+    import torch
+
+    from predict import labelled_images
+
+    answers = {}
+    for name in names:
+        if name == "nondigits":
+            paths = sorted(glob.glob(os.path.join(out, "nondigits", "*")))
+            kinds = [os.path.basename(p).split("_")[0] for p in paths]
+        else:
+            items = labelled_images(os.path.join(out, name))[0] if os.path.isdir(os.path.join(out, name)) else []
+            paths, kinds = [p for p, _ in items], torch.tensor([label for _, label in items])
+        if paths:
+            answers[name] = (*answers_for(model, paths), kinds)
+    return answers
+
+
+def flag_shares(answers, threshold):
+    """Per set: accuracy and the share flagged under `threshold`; per kind of non-digit, the share caught."""
+    import torch
+
+    sets, nondigits = [], []
+    for name, (top, preds, labels) in answers.items():
+        if name != "nondigits":
+            flagged = (top < threshold) & (preds >= 0)
+            sets.append({"name": name, "images": len(labels), "wrong": int((preds != labels).sum()),
+                         "accuracy": round(100 * (preds == labels).float().mean().item(), 2),
+                         "flagged": round(100 * flagged.float().mean().item(), 2), "no_digit": int((preds < 0).sum())})
+            continue
+        for kind in sorted(set(labels)):
+            pick = torch.tensor([k == kind for k in labels])
+            caught = ((top[pick] < threshold) | (preds[pick] < 0)).float().mean().item()
+            nondigits.append({"kind": kind, "images": int(pick.sum()), "caught": round(100 * caught, 1)})
+    return {"sets": sets, "nondigits": nondigits}
 
 
 def markdown(scores):
@@ -394,7 +447,8 @@ def markdown(scores):
     table = cli.markdown_table(["set", "what", "images", "accuracy", "flagged low confidence", "no digit found"],
                                rows, align="llrrrr")
     caught = ", ".join(f"{n['kind']}s {n['caught']:.1f}% (of {n['images']})" for n in scores["nondigits"])
-    return (f"{table}\nNon-digits flagged low confidence (top probability under {scores['low_confidence']}) or "
+    half = f"The {scores['half']} half of every set (`--half {scores['half']}`). " if scores.get("half") else ""
+    return (f"{table}\n{half}Non-digits flagged low confidence (top probability under {scores['low_confidence']}) or "
             f"\"no digit found\": {caught}.\n")
 
 
@@ -403,15 +457,19 @@ def main(argv=None):
     if args.markdown:
         print(markdown(cli.read_json(args.markdown, "--markdown")), end="")
         return
-    if os.path.isdir(args.out) and os.listdir(args.out):
-        raise cli.UserError(f"--out {args.out!r} is not empty: give a new folder (the sets are written afresh)")
-    cli.check_out_dir(args.out, "--out", need_bytes=300_000_000)
-    counts = write_sets(args.out, args.seed, args.photos, args.data_dir)
-    print("wrote " + ", ".join(f"{name} {n:,}" for name, n in counts.items()) + f" images under {args.out}")
+    if not args.score:
+        if os.path.isdir(args.out) and os.listdir(args.out):
+            raise cli.UserError(f"--out {args.out!r} is not empty: give a new folder (the sets are written afresh)")
+        cli.check_out_dir(args.out, "--out", need_bytes=300_000_000)
+        counts = write_sets(args.out, args.seed, args.photos, args.data_dir, args.half)
+        print("wrote " + ", ".join(f"{name} {n:,}" for name, n in counts.items()) + f" images under {args.out}")
+    elif not os.path.isdir(args.score):
+        raise cli.UserError(f"--score {args.score!r} is not a folder: give the --out folder the sets were written to")
     if args.checkpoint:
-        scores = score(args.checkpoint, args.out)
+        scores = score(args.checkpoint, args.score or args.out, args.sets, args.thresholds)
         if args.json:
-            scores.update(date=time.strftime("%Y-%m-%d"), command=" ".join(["python eval_sets.py", *(sys.argv[1:] if argv is None else map(str, argv))]))
+            argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+            scores.update(half=args.half, date=time.strftime("%Y-%m-%d"), command=" ".join(["python eval_sets.py", *argv]))
             cli.atomic_write(args.json, (json.dumps(scores, indent=2) + "\n").encode())
 
 

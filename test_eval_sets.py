@@ -55,7 +55,7 @@ def test_fonts_the_model_trains_on_are_scored_apart():
 
 
 @pytest.mark.slow
-def test_sets_are_written_and_scored(trained, tmp_path, data_dir, script):
+def test_sets_are_written_and_scored(trained, tmp_path, data_dir, script, in_process):
     if not eval_sets.digit_fonts():
         pytest.skip("no TrueType/OpenType font installed (apt-get install fonts-dejavu-core)")
     out = tmp_path / "sets"
@@ -76,6 +76,35 @@ def test_sets_are_written_and_scored(trained, tmp_path, data_dir, script):
     assert {s["name"]: f"{s['accuracy']:.2f}%" for s in written["sets"]} == {n: r[2] for n, r in rows.items()
                                                                           if n in eval_sets.SETS}
     assert written["checkpoint"]["test_acc"] == trained.sidecar["test_acc"] and written["command"].startswith("python")
+    rescored = in_process(eval_sets.main, ["--score", out, "--checkpoint", trained.pth, "--sets", "photo,nondigits",
+                                           "--thresholds", "0.3,0.99"])
+    assert rescored.returncode == 0, rescored.stderr
+    (photo,) = [line.split() for line in rescored.stdout.splitlines() if line.startswith("photo ")]
+    assert photo[:3] == rows["photo"][:3]  # the same images and accuracy, the sets not written again
+    low, high = [line for line in rescored.stdout.splitlines() if line.startswith("at 0.")]
+    share = [float(line.split("photo ")[1].split("%")[0]) for line in (low, high)]
+    assert share[0] <= share[1] and "mnist_png" not in rescored.stdout
+
+
+@pytest.mark.slow
+def test_the_two_halves_share_no_source(tmp_path, data_dir, in_process):
+    """dev and test each hold half of the MNIST test digits, fonts and handwriting, none of the other's, and
+    photos drawn from their own random stream."""
+    if not eval_sets.digit_fonts():
+        pytest.skip("no TrueType/OpenType font installed (apt-get install fonts-dejavu-core)")
+    files = {}
+    for half in eval_sets.HALVES:
+        result = in_process(eval_sets.main, ["--out", tmp_path / half, "--half", half, "--photos", 10,
+                                             "--data-dir", data_dir])
+        assert result.returncode == 0, result.stderr
+        files[half] = {name: {f for _, _, fs in os.walk(tmp_path / half / name) for f in fs}
+                       for name in ("mnist_png", "fonts", "handwriting")}
+    dev, test = files["dev"], files["test"]
+    assert len(dev["mnist_png"]) == len(test["mnist_png"]) == 5_000
+    for name in dev:
+        assert not dev[name] & test[name], name
+    photos = [(tmp_path / half / "photo").rglob("*.jpg") for half in eval_sets.HALVES]
+    assert {p.read_bytes() for p in photos[0]}.isdisjoint(p.read_bytes() for p in photos[1])
 
 
 def test_markdown_table_from_scores(tmp_path, in_process):
@@ -92,6 +121,10 @@ def test_markdown_table_from_scores(tmp_path, in_process):
 
 @pytest.mark.parametrize("args, needle", [
     ([], "--out DIR is needed"),
+    (["--score", "sets"], "--score DIR scores a checkpoint: give --checkpoint"),
+    (["--score", "sets", "--checkpoint", "ck.pth"], "--score 'sets' is not a folder"),
+    (["--out", "sets", "--sets", "photo,selfies"], "--sets: no set 'selfies'"),
+    (["--out", "sets", "--thresholds", "0.5,high"], "--thresholds '0.5,high': give numbers"),
     (["--out", "sets", "--json", "s.json"], "--json writes scores: give --checkpoint"),
 ])
 def test_flags_that_need_each_other(args, needle, tmp_path, in_process, one_line_error, monkeypatch):
