@@ -48,7 +48,7 @@ INKS = {"black": (20, 20, 24), "blue": (28, 42, 140), "dark blue": (16, 24, 70),
 
 
 # What each scored set holds, as the README's table says it.
-SETS = {"mnist_png": "the 10k MNIST test digits as PNG files, through predict.py's path",
+SETS = {"mnist_png": "MNIST's test digits as PNG files, through predict.py's path",
         "photo": "MNIST test digits and unseen fonts as ink on paper: gradients, shadows, lined or tinted "
                  "paper, blur, noise, JPEG, 320-1600 px",
         "fonts": "each digit of every installed font but the families training draws in",

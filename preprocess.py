@@ -72,6 +72,14 @@ def prepare(data, name="image"):
     return to_mnist(read_image(data, name), name)
 
 
+def to_mnist(gray, name="image"):
+    """(H, W) gray in [0, 1] -> (1, 28, 28) uint8, white digit on black: the pipeline, in its order."""
+    reading = digit_reading(gray)  # polarity, then the paper's lighting divided out, the ink and the digit's pixels
+    if reading.mask is None:
+        raise UserError(f"{name}: no digit found ({reading.why})")
+    return frame(cut_out(reading))  # MNIST's framing (imageops)
+
+
 # ---------------------------------------------------------------- reading
 
 def read_image(data, name="image"):
@@ -121,18 +129,14 @@ def to_gray(img):
 
 # ---------------------------------------------------------------- finding the ink
 
-def to_mnist(gray, name="image"):
-    """(H, W) gray in [0, 1] -> (1, 28, 28) uint8, white digit on black, as MNIST digits were made."""
-    reading = digit_reading(gray)
-    if reading.mask is None:
-        raise UserError(f"{name}: no digit found ({reading.why})")
+def cut_out(reading):
+    """The digit a Reading found, cropped to its box, its ink scaled so that its strokes reach 1."""
     ink, keep = reading.ink, reading.mask
     top, bottom, left, right = box(keep)
     near = dilate(keep.float(), 3) > 0  # the stroke's antialiased edge, just under the threshold
     digit = (ink * near)[top:bottom + 1, left:right + 1]
     core = ink[keep]
-    digit = (digit / core.quantile(0.99).clamp_min(1e-3)).clamp(0, 1)  # faint pencil and black marker alike
-    return frame(digit)
+    return (digit / core.quantile(0.99).clamp_min(1e-3)).clamp(0, 1)  # faint pencil and black marker alike
 
 
 class Reading(NamedTuple):
