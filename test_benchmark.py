@@ -30,7 +30,7 @@ def test_benchmark_quick_runs(tmp_path, data_dir, script):
     for row, config in ((own, train.recipe("tinynet")), (lean, train.recipe("tinynet", "lean"))):
         assert (row["batch_size"], row["lr"]) == (config.batch_size, config.lr)
         images = 60_000 + data.printed_count(config.printed)  # MNIST's and the printed digits
-        assert row["steps_per_epoch"] == -(-images // config["batch_size"])
+        assert row["steps_per_epoch"] == -(-images // config.batch_size)
         assert row["images_per_s"] == pytest.approx(images / row["epoch_s"], rel=0.01)
     assert {"epoch_s", "wall_s", "test_acc"} <= set(report["reference"])
     assert report["speedup_vs_reference"] > 0 and report["device"] == "cpu" and report["torch"] == torch.__version__
