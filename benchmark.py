@@ -407,7 +407,7 @@ def main(argv=None):
               "compile": args.compile, "cuda_graphs": args.cuda_graphs, "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
               "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-              "command": " ".join(["python benchmark.py", *(sys.argv[1:] if argv is None else map(str, argv))])}
+              "command": cli.command_line("benchmark.py", argv)}
     if args.no_end_to_end:
         print_table(rows, None, None, args.seeds)
     else:

@@ -140,6 +140,12 @@ def read_json(path, what):
 
 # ---------------------------------------------------------------- output files
 
+def command_line(script, argv):
+    """How a run was started, for the JSON it writes: `python SCRIPT` and its arguments (sys.argv's when
+    main() was given none)."""
+    return " ".join(["python", script, *(sys.argv[1:] if argv is None else map(str, argv))])
+
+
 def markdown_table(header, rows, align):
     """A Markdown table; `align` has one letter per column, l or r."""
     rule = ["---:" if a == "r" else "---" for a in align]

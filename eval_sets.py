@@ -25,7 +25,6 @@ import io
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -414,7 +413,7 @@ def set_answers(model, out, names):
             paths = sorted(glob.glob(os.path.join(out, "nondigits", "*")))
             kinds = [os.path.basename(p).split("_")[0] for p in paths]
         else:
-            items = labelled_images(os.path.join(out, name))[0] if os.path.isdir(os.path.join(out, name)) else []
+            items = labelled_images(os.path.join(out, name))[0]  # none where the set was not written
             paths, kinds = [p for p, _ in items], torch.tensor([label for _, label in items])
         if paths:
             answers[name] = (*answers_for(model, paths), kinds)
@@ -468,8 +467,7 @@ def main(argv=None):
     if args.checkpoint:
         scores = score(args.checkpoint, args.score or args.out, args.sets, args.thresholds)
         if args.json:
-            argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-            scores.update(half=args.half, date=time.strftime("%Y-%m-%d"), command=" ".join(["python eval_sets.py", *argv]))
+            scores.update(half=args.half, date=time.strftime("%Y-%m-%d"), command=cli.command_line("eval_sets.py", argv))
             cli.atomic_write(args.json, (json.dumps(scores, indent=2) + "\n").encode())
 
 

@@ -1,6 +1,7 @@
 """cli.py: one-line errors and exit codes, the shared flags, and files written whole."""
 import importlib
 import os
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -125,3 +126,9 @@ def test_fuzzed_flags_parse_or_fail_in_one_line(name, examples, tmp_path, monkey
 def test_a_quoted_line_break_stays_on_the_line():
     message = str(cli.UserError("image 'a\nb\u2028c.png' not found"))
     assert message.splitlines() == [message] and "a\\nb\\u2028c.png" in message
+
+
+def test_command_line_records_how_a_run_was_started(monkeypatch):
+    assert cli.command_line("eval_sets.py", ["--out", 3]) == "python eval_sets.py --out 3"
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", "--quick"])
+    assert cli.command_line("benchmark.py", None) == "python benchmark.py --quick"

@@ -217,7 +217,7 @@ class NonFiniteLoss(cli.RunFailed):
     pass
 
 
-def training_step(model, opt, config, cuda_graphs, batch_size):
+def training_step(model, opt, config, cuda_graphs):
     """The function train() calls once per batch, chosen here once: (x, y) -> (output, loss), after forward,
     loss, backward and the optimizer's update. With cuda_graphs (CUDA only) the optimizer reads its schedule
     from the device and each full batch's whole step is one replay of a StepGraph; a last, smaller batch
@@ -246,7 +246,7 @@ def training_step(model, opt, config, cuda_graphs, batch_size):
 
     def graphed(x, y):
         nonlocal graph
-        if len(x) != batch_size:
+        if len(x) != config.batch_size:
             return eager(x, y)
         graph = graph or StepGraph(eager, x, y)
         return graph(x, y)
@@ -292,9 +292,10 @@ class Progress:
     Every CHECK_EVERY steps, and at the end, the losses so far are checked for NaN and inf."""
     CHECK_EVERY = 50
 
-    def __init__(self, metrics, epochs, total, log):
+    def __init__(self, metrics, epochs, log):
         from tqdm import tqdm
 
+        total = len(metrics.losses)
         self.metrics, self.epochs, self.total, self.log = metrics, epochs, total, log
         self.tty = sys.stderr.isatty()
         self.log_at = {math.ceil(total * k / 5) for k in range(1, 6)}
@@ -327,8 +328,8 @@ def train(model, images, labels, config, epochs, log=print, cuda_graphs=False):
     total = epochs * len(slices)
     opt = build_optimizer(model.parameters(), config, total)
     metrics = Metrics(total, len(slices), dev)
-    progress = Progress(metrics, epochs, total, log)
-    step = training_step(model, opt, config, cuda_graphs, config.batch_size)
+    progress = Progress(metrics, epochs, log)
+    step = training_step(model, opt, config, cuda_graphs)
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(n, device=dev)
