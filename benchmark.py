@@ -389,7 +389,7 @@ def main(argv=None):
     rows = []
     for entry, (name, config) in configs.items():
         runs = [train_variant(name, config, seed, mnist, args) for seed in range(1, args.seeds + 1)]
-        epoch_s, train_acc, test_acc, val_acc = zip(*runs)
+        epoch_s, train_acc, test_acc, val_acc = zip(*runs, strict=True)
         model = build_model(name)
         images = epoch_images(len(mnist[0][0]), config)
         rows.append({"name": entry, "params": count_params(model), "macs": macs_per_image(model),
@@ -402,7 +402,7 @@ def main(argv=None):
         if args.holdout:
             rows[-1]["val_acc_mean"] = round(statistics.mean(val_acc), 3)
         print(f"{entry}: " + ", ".join(f"seed {i + 1} test {t:.2f}%" + (f" val {v:.2f}%" if v is not None else "")
-                                       for i, (t, v) in enumerate(zip(test_acc, val_acc))), flush=True)
+                                       for i, (t, v) in enumerate(zip(test_acc, val_acc, strict=True))), flush=True)
     result = {"variants": rows, "seeds": args.seeds, "holdout": args.holdout, "set": args.set,
               "compile": args.compile, "cuda_graphs": args.cuda_graphs, "device": args.device,
               "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),

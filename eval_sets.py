@@ -467,7 +467,8 @@ def main(argv=None):
     if args.checkpoint:
         scores = score(args.checkpoint, args.score or args.out, args.sets, args.thresholds)
         if args.json:
-            scores.update(half=args.half, date=time.strftime("%Y-%m-%d"), command=cli.command_line("eval_sets.py", argv))
+            scores.update(half=args.half, date=time.strftime("%Y-%m-%d"),
+                          command=cli.command_line("eval_sets.py", argv))
             cli.atomic_write(args.json, (json.dumps(scores, indent=2) + "\n").encode())
 
 

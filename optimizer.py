@@ -72,7 +72,7 @@ class OneCycleAdamW:
         whole step, schedule included, with no value from the host."""
         dev = self.params[0].device
         steps = range(self.total_steps)
-        lr, beta1 = zip(*(self.schedule(t) for t in steps))
+        lr, beta1 = zip(*(self.schedule(t) for t in steps), strict=True)
         table = torch.tensor([lr, beta1, [1 - b ** (t + 1) for t, b in enumerate(beta1)],
                               [math.sqrt(1 - self.beta2 ** (t + 1)) for t in steps]], dtype=torch.float64)
         self.tables = table.to(device=dev, dtype=torch.float32)

@@ -80,7 +80,7 @@ def save_misses(originals, digits, titles, path, cols=4):
     fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.3, rows * 1.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, (original, digit, title) in enumerate(zip(originals, digits, titles)):
+    for i, (original, digit, title) in enumerate(zip(originals, digits, titles, strict=True)):
         left, right = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
         left.imshow(original.numpy(), cmap="gray", vmin=0, vmax=1)
         right.imshow(digit[0].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -113,7 +113,8 @@ def save_training_curves(history, path):
         return F.conv1d(F.pad(t, (window - 1, 0), mode="replicate"), kernel)[0, 0].numpy()
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    for ax, key, label in zip(axes, ("loss", "acc", "lr"), ("training loss", "batch accuracy", "learning rate")):
+    labels = ("training loss", "batch accuracy", "learning rate")
+    for ax, key, label in zip(axes, ("loss", "acc", "lr"), labels, strict=True):
         values = [100 * v for v in history[key]] if key == "acc" else history[key]
         ax.plot(values if key == "lr" else smooth(values))
         ax.set_title(label + ("" if key == "lr" else f" ({window}-step mean)"))

@@ -64,7 +64,7 @@ def parse_args(argv=None):
 def format_prediction(path, probs, top):
     """`PATH: D (P%)[, D (P%) ...]`, then ` [low confidence]` when the top probability is low."""
     values, digits = probs.topk(top)
-    line = f"{path}: " + ", ".join(f"{int(d)} ({100 * float(v):.1f}%)" for v, d in zip(values, digits))
+    line = f"{path}: " + ", ".join(f"{int(d)} ({100 * float(v):.1f}%)" for v, d in zip(values, digits, strict=True))
     return line + (" [low confidence]" if low_confidence(probs) else "")
 
 
@@ -74,9 +74,9 @@ def classify(model, paths, args):
         cli.check_out_dir(args.show, "--show")
     digits = torch.stack([prepare(cli.read_file(path, "image"), path) for path in paths])
     if args.show:
-        for digit, name in zip(digits, show_names(paths)):
+        for digit, name in zip(digits, show_names(paths), strict=True):
             plots.save_digit(digit, os.path.join(args.show, name))
-    for path, probs in zip(paths, probabilities(model, digits)):
+    for path, probs in zip(paths, probabilities(model, digits), strict=True):
         print(format_prediction(path, probs, args.top))
 
 

@@ -31,7 +31,7 @@ class Recipe:
         printed = sidecar.get("printed")
         old_counts = [strengths.pop(f"printed_{k}", None) for k in ("per_digit", "ones", "repeats")]
         if "printed" in sidecar["augment"]:
-            printed = dict(zip(("per_digit", "ones", "repeats"), old_counts))
+            printed = dict(zip(("per_digit", "ones", "repeats"), old_counts, strict=True))
         return cls(sidecar["batch_size"], sidecar["lr"], AdamW(**sidecar["optimizer"]),
                    OneCycle(**dict(sidecar["schedule"], beta1=tuple(sidecar["schedule"]["beta1"]))),
                    sidecar["label_smoothing"], tuple(k for k in sidecar["augment"] if k != "printed"),

@@ -48,7 +48,7 @@ def test_optimizer_matches_torch_adamw_one_cycle(mnist_train):
         ref.step()
         sched.step()
         assert opt.step() == pytest.approx(expected_lr, rel=1e-12)
-    for a, b in zip(ours.parameters(), theirs.parameters()):
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
 
@@ -88,7 +88,7 @@ def test_step_on_device_makes_the_host_steps_updates(mnist_train):
         host.step()
         device.step_on_device()
     assert int(device.device_step) == device.steps_done == 40
-    for a, b in zip(host_model.parameters(), device_model.parameters()):
+    for a, b in zip(host_model.parameters(), device_model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 

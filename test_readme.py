@@ -64,7 +64,7 @@ def test_models_table_is_model_py():
     rows = readme_tables()[("name", "params", "what it is")]
     names = [name.split()[0].strip("`") for name, _, _ in rows]
     assert names == list(MODELS)
-    for (name, params, _), key in zip(rows, names):
+    for (name, params, _), key in zip(rows, names, strict=True):
         assert int(params.replace(",", "")) == count_params(build_model(key)), key
         assert ("(default)" in name) == (key == model_name(selected_model))
 
@@ -86,7 +86,8 @@ def test_layout_table_names_every_file():
 
 def test_both_result_tables_are_in_the_readme():
     commands = {command for doc, command, _ in generated_blocks() if doc == "README.md"}
-    assert commands == {"python benchmark.py --markdown bench_cpu.json", "python eval_sets.py --markdown eval_sets.json"}
+    assert commands == {"python benchmark.py --markdown bench_cpu.json",
+                        "python eval_sets.py --markdown eval_sets.json"}
 
 
 def readme_flags():
