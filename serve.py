@@ -134,7 +134,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         """One line per request on stderr, without the client's address."""
-        print(f"{self.log_date_time_string()} {format % args}", file=sys.stderr, flush=True)
+        print(f"{self.log_date_time_string()} {format % args}", file=self.server.log, flush=True)
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -145,11 +145,12 @@ class Server(http.server.ThreadingHTTPServer):
     def __init__(self, address, classify, page):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.classify, self.page = classify, page
+        self.log = sys.stderr  # where request lines and failures go: the stderr of the moment it starts
         super().__init__(address, Handler)
 
     def handle_error(self, request, client_address):
         """A request that failed in a way not answered above (the client hung up mid-reply): one line."""
-        print(f"a request failed: {cli.OneLineError(str(sys.exc_info()[1]))}", file=sys.stderr, flush=True)
+        print(f"a request failed: {cli.OneLineError(str(sys.exc_info()[1]))}", file=self.log, flush=True)
 
 
 def start(args):
@@ -167,17 +168,23 @@ def start(args):
                             "pass a free --port (0 picks one)") from None
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    server, name = start(args)
+def announce(server, name, args):
+    """The line that says where the page is, and a warning when the network can reach it."""
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {name} from {args.checkpoint} at http://{shown}:{port}/ (Ctrl-C stops it)", flush=True)
     if args.host not in LOCAL_HOSTS:
         print(f"warning: --host {args.host} makes the page reachable from the network, by anyone who can "
               "reach this machine", flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    server, name = start(args)
     with server:
+        # Announced inside the try: once a user (or a test) has read "serving", Ctrl-C is a clean stop.
         try:
+            announce(server, name, args)
             server.serve_forever()
         except cli.Interrupted as e:  # Ctrl-C is how a server is meant to stop: not a failure
             print(f"stopped ({e})", file=sys.stderr)

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +19,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+import predict
 import serve
 from inference import probabilities
 from plots import gray_png
@@ -31,26 +33,19 @@ DRAWN = {1: [[(140, 40), (140, 240)]],
               for t in range(21)]]}
 
 
-def start_server(*args):
-    """(process, first line of stdout) of `serve.py ARGS` in a fresh process."""
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "serve.py"), *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    return proc, proc.stdout.readline()
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGINT if os.name != "nt" else signal.SIGTERM)
-    return proc.communicate(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server(trained):
-    """(host, port) of serve.py on the session's model, on a free port."""
-    proc, line = start_server(trained.pth, "--port", 0)
-    assert line.startswith("serving "), proc.stderr.read() if proc.poll() is not None else line
-    host, port = line.split("http://")[1].split("/")[0].rsplit(":", 1)
-    yield host, int(port)
-    stop(proc)
+    """(host, port) of serve.py's server on the session's model, on a free port, in this process: the
+    same server a fresh process runs (start-up and Ctrl-C are tested in one below), without a second
+    torch import."""
+    httpd, _ = serve.start(serve.parse_args([trained.pth, "--port", "0"]))
+    httpd.log = io.StringIO()  # its request lines would otherwise land in whichever test is capturing then
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[:2]
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
 
 
 def request(server, method, path, body=None, headers=None):
@@ -128,11 +123,12 @@ def test_bad_bodies_are_a_json_error(server, body, status, needle):
     assert needle in answer["error"] and "\n" not in answer["error"]
 
 
-def test_the_error_is_predicts_own_line(server, trained, tmp_path, script):
+def test_the_error_is_predicts_own_line(server, trained, tmp_path, in_process):
+    notes = str(tmp_path / "notes.png")
     (tmp_path / "notes.png").write_bytes(b"hello, not an image")
-    result = script("predict.py", trained.pth, tmp_path / "notes.png")
+    result = in_process(predict.main, [trained.pth, notes])
     _, answer, _ = request(server, "POST", "/predict", b"hello, not an image")
-    assert result.stderr.strip() == "error: " + answer["error"].replace("the uploaded image", str(tmp_path / "notes.png"))
+    assert result.stderr.strip() == "error: " + answer["error"].replace("the uploaded image", notes)
 
 
 def test_a_body_over_10mb_is_refused_unread(server):
@@ -214,39 +210,51 @@ def test_a_silent_client_is_dropped_after_the_timeout(server):
 
 # ---------------------------------------------------------------- start-up and stop
 
-def test_bad_checkpoint_is_one_line_before_serving(tmp_path, script, one_line_error):
+def test_bad_checkpoint_is_one_line_before_serving(tmp_path, in_process, one_line_error):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    one_line_error(script("serve.py", tmp_path / "bad.pth", "--model", "fastnet"), "not a readable PyTorch checkpoint")
+    one_line_error(in_process(serve.main, [tmp_path / "bad.pth", "--model", "fastnet"]),
+                   "not a readable PyTorch checkpoint")
 
 
-def test_port_in_use_is_one_line(trained, script, one_line_error):
+def test_port_in_use_is_one_line(trained, in_process, one_line_error):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        one_line_error(script("serve.py", trained.pth, "--port", port), f"cannot listen on 127.0.0.1 port {port}")
+        one_line_error(in_process(serve.main, [trained.pth, "--port", port]), f"cannot listen on 127.0.0.1 port {port}")
 
 
-@pytest.mark.parametrize("flags, needle", [(["--port", "70000"], "--port"), (["--host", "no.such.host.invalid"], "--host")])
-def test_bad_address_is_one_line(trained, script, one_line_error, flags, needle):
-    one_line_error(script("serve.py", trained.pth, *flags), needle)
+@pytest.mark.parametrize("flags, needle", [(["--port", "70000"], "--port"),
+                                           (["--host", "no.such.host.invalid"], "--host")])
+def test_bad_address_is_one_line(trained, in_process, one_line_error, flags, needle):
+    one_line_error(in_process(serve.main, [trained.pth, *flags]), needle)
 
 
-def test_binds_localhost_and_warns_for_the_network(trained):
-    proc, line = start_server(trained.pth, "--port", 0)
-    assert "http://127.0.0.1:" in line
-    stop(proc)
-    proc, line = start_server(trained.pth, "--port", 0, "--host", "0.0.0.0")
-    warning = proc.stdout.readline()
-    stop(proc)
-    assert "http://0.0.0.0:" in line and warning.startswith("warning: --host 0.0.0.0 makes the page reachable")
+@pytest.mark.parametrize("host, local", [("127.0.0.1", True), ("0.0.0.0", False)])
+def test_binds_localhost_and_warns_for_the_network(trained, capsys, host, local):
+    flags = ["--port", "0"] + ([] if host == "127.0.0.1" else ["--host", host])  # the default is 127.0.0.1
+    args = serve.parse_args([trained.pth, *flags])
+    httpd, name = serve.start(args)
+    with httpd:
+        assert httpd.server_address[0] == host
+        serve.announce(httpd, name, args)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"serving {trained.sidecar['model']} from {trained.pth} at http://{host}:")
+    assert lines[1:] == ([] if local else [f"warning: --host {host} makes the page reachable from the network, "
+                                           "by anyone who can reach this machine"])
 
 
 @pytest.mark.skipif(os.name == "nt", reason="Windows has no SIGINT to send to a child")
 def test_ctrl_c_stops_with_one_line(trained):
-    proc, line = start_server(trained.pth, "--port", 0)
-    assert line.startswith("serving ")
-    _, err = stop(proc)
+    """A fresh process: it starts, says where it serves (127.0.0.1 unless told otherwise), and Ctrl-C sent
+    as soon as that line is out stops it cleanly (the line is printed where Ctrl-C is already a stop)."""
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "serve.py"), trained.pth, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    line = proc.stdout.readline()
+    assert line.startswith("serving ") and "http://127.0.0.1:" in line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and err.strip().splitlines()[-1] == "stopped (SIGINT)"
     assert "Traceback" not in err
 
