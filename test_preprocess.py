@@ -149,14 +149,19 @@ def agreement(a, b):
     return best
 
 
+@pytest.fixture(scope="module")
+def clean_readings(mnist_test):
+    """The first N test digits drawn cleanly, as read: what each capture condition is compared with."""
+    return torch.stack([preprocess.prepare(scene(d)) for d in mnist_test[0][:N]])
+
+
 @pytest.mark.parametrize("condition", CONDITIONS)
-def test_capture_condition(condition, trained, mnist_test):
+def test_capture_condition(condition, trained, mnist_test, clean_readings):
     """Under each condition the digit comes out as it does from a clean drawing (pixel correlation
     >= 0.7 for most digits), and the trained model still reads it."""
-    images, labels = mnist_test[0][:N], mnist_test[1][:N]
-    clean = torch.stack([preprocess.prepare(scene(d)) for d in images])
+    images, labels, clean = mnist_test[0][:N], mnist_test[1][:N], clean_readings
     prepared = torch.stack([preprocess.prepare(scene(d, **CONDITIONS[condition])) for d in images])
-    close = sum(agreement(a, b) >= 0.7 for a, b in zip(prepared, clean))
+    close = sum(agreement(a, b) >= 0.7 for a, b in zip(prepared, clean, strict=True))
     acc = 100 * (probabilities(trained.model, prepared).argmax(1) == labels).float().mean().item()
     print(f"{condition}: {close} of {N} like the clean reading, accuracy {acc:.1f}%")
     assert close >= 0.8 * N
@@ -178,7 +183,7 @@ def test_a_low_resolution_scan_reads_as_its_digit(side, trained, mnist_test):
     it was scanned from (pixel correlation >= 0.7 for most), and the trained model reads it."""
     images, labels = mnist_test[0][:4 * N], mnist_test[1][:4 * N]
     prepared = torch.stack([preprocess.prepare(low_res_scan(d, side)) for d in images])
-    close = sum(agreement(a, b) >= 0.7 for a, b in zip(prepared, images))
+    close = sum(agreement(a, b) >= 0.7 for a, b in zip(prepared, images, strict=True))
     acc = 100 * (probabilities(trained.model, prepared).argmax(1) == labels).float().mean().item()
     print(f"{side} px: {close} of {len(images)} like the digit scanned, accuracy {acc:.1f}%")
     assert close >= 0.8 * len(images)
@@ -235,7 +240,8 @@ PEN_DIGITS = {
     6: lambda pen: (pen.ellipse((100, 140, 200, 260), outline=0, width=1),
                     pen.arc((100, 40, 260, 260), 180, 260, fill=0, width=1)),
     7: lambda pen: (pen.line((100, 40, 200, 40), fill=0, width=1), pen.line((200, 40, 130, 260), fill=0, width=1)),
-    9: lambda pen: (pen.ellipse((100, 40, 200, 150), outline=0, width=1), pen.line((200, 95, 195, 260), fill=0, width=1)),
+    9: lambda pen: (pen.ellipse((100, 40, 200, 150), outline=0, width=1),
+                    pen.line((200, 95, 195, 260), fill=0, width=1)),
 }
 
 
@@ -368,7 +374,7 @@ def test_coherence_tells_strokes_from_noise():
 
 
 def test_components_match_a_flood_fill():
-    """The max-pooling component labelling agrees with a plain 8-connected flood fill."""
+    """The component labelling is 8-connected: it agrees with a plain flood fill that joins diagonal neighbours."""
     g = torch.Generator().manual_seed(3)
     for _ in range(20):
         mask = torch.rand(23, 31, generator=g) > 0.55
