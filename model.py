@@ -29,13 +29,36 @@ class CenterCrop(nn.Module):
 
 class MnistNet(nn.Module):
     """Base class: subclasses set `self.net`; forward returns log_softmax of its logits.
-    `documented_params` is the count the README's models table gives; test_model.py holds every variant to it."""
+    `documented_params` is the count the README's models table gives; test_model.py holds every variant to it.
+
+    `features` and `classifier` split `net` as torchvision's models are split, for code written against
+    them: the head starts after the nn.Flatten, or, where the flatten comes last (an all-conv model, as
+    torchvision's SqueezeNet), at the last conv. Both are views of `net`, which alone holds the layers,
+    so state_dict keys stay `net.<i>.*`: the same modules (freezing or hooking a view reaches the model),
+    but a layer is replaced by assigning into `net`."""
 
     net: nn.Sequential
     documented_params: int
 
     def forward(self, x):
         return F.log_softmax(self.net(x), dim=1)
+
+    def _head_start(self):
+        layers = list(self.net)
+        flatten = next(i for i, m in enumerate(layers) if isinstance(m, nn.Flatten))
+        if flatten < len(layers) - 1:
+            return flatten
+        return max(i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d))
+
+    @property
+    def features(self):
+        """The convolutional trunk: every layer of `net` before the head."""
+        return self.net[:self._head_start()]
+
+    @property
+    def classifier(self):
+        """The head, ending in the layer that outputs the 10 classes (the flatten left out, as in torchvision)."""
+        return nn.Sequential(*(m for m in self.net[self._head_start():] if not isinstance(m, nn.Flatten)))
 
 
 # ---------------------------------------------------------------- this project's designs
@@ -218,8 +241,8 @@ class RefDropoutNet(MnistNet):
             nn.MaxPool2d(2),                                                 # 16x7x7,   RF 10
             nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), # 16x7x7,   RF 18
             nn.MaxPool2d(2),                                                 # 16x3x3,   RF 22
-            nn.Dropout(0.25),
             nn.Flatten(),
+            nn.Dropout(0.25),  # after the flatten, so it opens the classifier as in torchvision's AlexNet
             nn.Linear(16 * 3 * 3, 32), nn.ReLU(),
             nn.Linear(32, 10),
         )

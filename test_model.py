@@ -5,6 +5,7 @@ Reference architectures are exempt from a design rule only where they are named 
 """
 import copy
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -173,8 +174,11 @@ def test_accuracy_under_heavy_noise(trained, mnist_test):
 def test_activations_finite_and_bounded(name, trained, mnist_test):
     model = (trained.model if name == "trained" else build_model(name)).eval()
     peaks = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, key=f"{i}:{type(m).__name__}": peaks.__setitem__(key, out))
-             for i, m in enumerate(model.net)]
+
+    def keep(key):
+        return lambda mod, inp, out: peaks.__setitem__(key, out)
+
+    hooks = [m.register_forward_hook(keep(f"{i}:{type(m).__name__}")) for i, m in enumerate(model.net)]
     with torch.no_grad():
         model(to_input(mnist_test[0][:256]))
     for h in hooks:
@@ -216,7 +220,7 @@ def test_batchnorm_follows_each_hidden_conv(name):
 def test_no_bias_before_batchnorm(name):
     """The BatchNorm right after a conv has its own shift, so the conv's bias would be redundant."""
     mods = layers(name)
-    pairs = [(a, b) for a, b in zip(mods, mods[1:]) if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
+    pairs = [(a, b) for a, b in pairwise(mods) if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
     assert all(a.bias is None for a, _ in pairs)
 
 
@@ -224,7 +228,7 @@ def test_no_bias_before_batchnorm(name):
 def test_the_exempt_references_really_keep_their_bias(name):
     mods = layers(name)
     assert any(isinstance(a, nn.Conv2d) and a.bias is not None and isinstance(b, nn.BatchNorm2d)
-               for a, b in zip(mods, mods[1:]))
+               for a, b in pairwise(mods))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -242,6 +246,28 @@ def receptive_field(mods):
             s = m.stride if isinstance(m.stride, int) else m.stride[0]
             rf, jump = rf + (k - 1) * jump, jump * s
     return rf
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_features_and_classifier_compose_as_torchvision_s(name, mnist_test):
+    """`features` then `classifier`, flattened between (or after, for an all-conv head, as torchvision's
+    SqueezeNet) reproduce forward's logits; the classifier ends in the layer with 10 outputs; and the
+    split adds no state_dict key, so every checkpoint written before still loads."""
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    x = to_input(mnist_test[0][:32])
+    with torch.no_grad():
+        trunk = model.features(x)
+        assert trunk.dim() == 4  # a feature map, before any flatten
+        head = model.classifier
+        fc_head = isinstance(next(m for m in head if not isinstance(m, nn.Dropout)), nn.Linear)
+        logits = head(torch.flatten(trunk, 1)) if fc_head else torch.flatten(head(trunk), 1)
+        assert torch.allclose(F.log_softmax(logits, 1), model(x), atol=1e-6)
+    last = [m for m in head if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+    assert getattr(last, "out_features", getattr(last, "out_channels", None)) == 10
+    assert all(k.startswith("net.") for k in model.state_dict())
+    assert {id(p) for p in model.features.parameters()} | {id(p) for p in head.parameters()} == \
+        {id(p) for p in model.parameters()}  # views of the same modules: freezing features reaches the model
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if any(isinstance(m, CenterCrop) for m in layers(n))])
