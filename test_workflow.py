@@ -1,4 +1,5 @@
-"""The GitHub workflow: GitHub's schema, zizmor's audit, and that every step names real files and flags.
+"""The GitHub workflows (ml-pipeline.yml, release.yml): GitHub's schema, zizmor's audit, pinned actions, and
+that every step names real files and flags.
 
 These checks need the extras (pip install -r requirements-extras.txt); without them they are skipped
 with the reason. CI installs both files, so there they all run.
@@ -16,6 +17,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKFLOW = os.path.join(HERE, ".github", "workflows", "ml-pipeline.yml")
+RELEASE = os.path.join(HERE, ".github", "workflows", "release.yml")
 ZIZMOR_CONFIG = os.path.join(HERE, ".github", "zizmor.yml")
 BIN = os.path.dirname(sys.executable)  # the tools installed beside this Python
 
@@ -28,11 +30,6 @@ def tool(name):
 
 
 DEPENDABOT = os.path.join(HERE, ".github", "dependabot.yml")
-# The current release of each action, all on Node 24, verified tag -> commit in the actions' repositories.
-ACTIONS = {"actions/checkout": ("3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
-           "actions/setup-python": ("5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0"),
-           "actions/cache": ("27d5ce7f107fe9357f9df03efb73ab90386fccae", "v5.0.5"),
-           "actions/upload-artifact": ("bbbca2ddaa5d8feaa63e36b76fdaad77386f024f", "v7.0.0")}
 
 
 def load_yaml(path):
@@ -53,6 +50,17 @@ def jobs():
 
 
 @pytest.fixture(scope="module")
+def release_job():
+    """release.yml's one job: on a tag v* only, the one place with write access, and no cache."""
+    workflow = load_yaml(RELEASE)
+    assert workflow[True] == {"push": {"tags": ["v*"]}}
+    assert workflow["permissions"] == {"contents": "read"}
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write"}
+    return job
+
+
+@pytest.fixture(scope="module")
 def job(jobs):
     """The job that trains, tests and publishes the checkpoint."""
     return jobs["train-and-test"]
@@ -68,8 +76,9 @@ def readme():
         return f.read()
 
 
-def test_workflow_matches_github_schema():
-    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", WORKFLOW],
+@pytest.mark.parametrize("path", [WORKFLOW, RELEASE], ids=os.path.basename)
+def test_workflow_matches_github_schema(path):
+    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", path],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -92,21 +101,35 @@ def test_zizmor_policy_rejects_an_unpinned_action(tmp_path):
     assert "unpinned-uses" in result.stdout + result.stderr
 
 
-def test_workflow_actions_pinned_and_versioned(job, matrix_job):
+def test_workflow_actions_pinned_and_versioned(job, matrix_job, release_job):
+    """Every action is pinned to a full commit SHA with its version in a comment, and an action has the
+    same pin wherever it is used: whatever the pins are today, so that a Dependabot bump passes as it is."""
     uses = [s["uses"] for s in job["steps"] if "uses" in s]
     assert [u.split("@")[0] for u in uses] == ["actions/checkout", "actions/setup-python", "actions/cache",
                                                "actions/upload-artifact"]
     assert [u.split("@")[0] for u in (s.get("uses") for s in matrix_job["steps"]) if u] == \
         ["actions/checkout", "actions/setup-python", "actions/cache"]
-    with open(WORKFLOW, encoding="utf-8") as f:
-        pins = re.findall(r"uses: ([\w/-]+)@(\S+) # (\S+)", f.read())
-    assert len(pins) == 7
-    for action, sha, version in pins:
-        assert (sha, version) == ACTIONS[action], action
+    assert [s["uses"].split("@")[0] for s in release_job["steps"] if "uses" in s] == \
+        ["actions/checkout", "actions/setup-python"]
+    lines = [line for path in (WORKFLOW, RELEASE) for line in open(path, encoding="utf-8") if "uses:" in line]
+    pins = [re.fullmatch(r"\s*(?:- )?uses: ([\w/-]+)@([0-9a-f]{40}) # (v\d+(?:\.\d+)*)\n", line) for line in lines]
+    assert all(pins) and len(pins) == 9, [line for line, pin in zip(lines, pins, strict=True) if not pin]
+    pinned = {}
+    for action, sha, version in (p.groups() for p in pins):
+        assert pinned.setdefault(action, (sha, version)) == (sha, version), f"{action} pinned two ways"
 
 
-def test_workflow_keeps_credentials_out_of_the_checkout(jobs):
-    for the_job in jobs.values():
+def test_pin_check_catches_an_unversioned_pin(tmp_path):
+    """The pattern the pins are held to refuses a SHA without its version comment and a short SHA."""
+    pattern = r"\s*(?:- )?uses: ([\w/-]+)@([0-9a-f]{40}) # (v\d+(?:\.\d+)*)\n"
+    good = "      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1\n"
+    assert re.fullmatch(pattern, good)
+    assert not re.fullmatch(pattern, good.replace(" # v7.0.1", ""))
+    assert not re.fullmatch(pattern, good.replace("3d3c42e5aac5ba805825da76410c181273ba90b1", "3d3c42e"))
+
+
+def test_workflow_keeps_credentials_out_of_the_checkout(jobs, release_job):
+    for the_job in [*jobs.values(), release_job]:
         checkout = next(s for s in the_job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
         assert checkout["with"] == {"persist-credentials": False}
 
@@ -176,7 +199,8 @@ def test_workflow_installs_cpu_torch_then_requirements(job):
     cpu = next(i for i, line in enumerate(lines) if "--index-url https://download.pytorch.org/whl/cpu" in line)
     rest = next(i for i, line in enumerate(lines) if line.startswith("pip install -r requirements.txt"))
     assert cpu < rest and "-c cpu-constraints.txt" in lines[rest]
-    pinned = {line.split("==")[0] for line in open(os.path.join(HERE, "requirements.txt"), encoding="utf-8") if "==" in line}
+    with open(os.path.join(HERE, "requirements.txt"), encoding="utf-8") as f:
+        pinned = {line.split("==")[0] for line in f if "==" in line}
     assert {"torch", "torchvision"} <= pinned  # the grep in the install step finds both
 
 
@@ -193,33 +217,58 @@ def commands(script):
 
 
 def help_text(program):
-    """What `program --help` prints: a script's own parser, or pytest's (run once, it is slow)."""
+    """What a script's `--help` prints."""
+    return importlib.import_module(program[:-3]).build_parser().format_help()
+
+
+def takes_flag(program, flag, pytestconfig):
+    """Whether `program` accepts `flag`: a script's parser, or this pytest (plugins and conftest.py included)."""
     if program != "pytest":
-        return importlib.import_module(program[:-3]).build_parser().format_help()
-    result = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=HERE, capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+        return flag in set(re.findall(r"--[\w-]+", help_text(program)))
+    try:
+        pytestconfig.getoption(flag)
+    except ValueError:
+        return False
+    return True
 
 
-@pytest.mark.parametrize("name, programs", [("train-and-test", ["train.py", "pytest"]),
-                                            ("portability", ["train.py", "pytest"])])
-def test_workflow_run_steps_use_real_files_and_flags(jobs, name, programs):
+@pytest.mark.parametrize("name, programs", [
+    ("train-and-test", ["train.py", "pytest"]),
+    ("portability", ["train.py", "pytest"]),
+    ("release", ["train.py", "pytest", "export.py", "release.py"]),
+])
+def test_workflow_run_steps_use_real_files_and_flags(jobs, release_job, name, programs, pytestconfig):
     checked = []
-    for step in jobs[name]["steps"]:
+    for step in (release_job if name == "release" else jobs[name])["steps"]:
         for program, flags in commands(step.get("run", "")):
             if program != "pytest":
                 assert os.path.isfile(os.path.join(HERE, program)), f"{step['name']}: no {program}"
-            options = set(re.findall(r"--[\w-]+", help_text(program)))
             for flag in flags:
-                assert flag in options, f"{step['name']}: {program} has no {flag}"
+                assert takes_flag(program, flag, pytestconfig), f"{step['name']}: {program} has no {flag}"
             checked.append(program)
     assert checked == programs
 
 
-def test_flag_check_catches_a_wrong_flag():
-    (program, flags), = commands('python train.py --no-such-flag "$OUT_DIR"')
-    assert "--no-such-flag" not in set(re.findall(r"--[\w-]+", help_text(program)))
+def test_release_job_uses_no_cache_and_publishes_what_release_py_stages(release_job):
+    """No cache feeds a release (zizmor's cache-poisoning audit), and `gh` publishes the folder that
+    release.py writes, with its notes, from the tag that triggered the run."""
+    setup = next(s for s in release_job["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
+    assert "cache" not in setup["with"]
+    runs = [s["run"] for s in release_job["steps"] if "run" in s]
+    stage = next(r for r in runs if "release.py" in r)
+    assert "--out release" in stage and '--repo "$GITHUB_REPOSITORY"' in stage
+    publish = runs[-1]
+    assert publish.startswith('gh release create "$GITHUB_REF_NAME" release/*.pth release/*.json release/*.onnx')
+    assert "--notes-file release/notes.md" in publish and "${{" not in publish  # no expression in a script
+    assert next(s for s in release_job["steps"] if "gh release" in s.get("run", ""))["env"] == \
+        {"GH_TOKEN": "${{ github.token }}"}
+
+
+def test_flag_check_catches_a_wrong_flag(pytestconfig):
+    for line in ('python train.py --no-such-flag "$OUT_DIR"', "pytest --no-such-flag"):
+        (program, flags), = commands(line)
+        assert flags == ["--no-such-flag"] and not takes_flag(program, flags[0], pytestconfig)
+    assert takes_flag("pytest", "--junit-xml", pytestconfig) and takes_flag("pytest", "--checkpoint", pytestconfig)
 
 
 def test_artifact_globs_match_a_real_training_run(job, trained):
@@ -250,5 +299,3 @@ def test_workflow_steps_run_locally():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "workflow steps passed locally" in result.stdout
     assert "### MNIST model" in result.stdout
-
-
