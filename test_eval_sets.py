@@ -9,8 +9,9 @@ import eval_sets
 
 
 def test_a_photograph_is_a_jpeg_of_ink_on_paper():
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     mask = np.zeros((28, 20), np.float32)
@@ -54,28 +55,39 @@ def test_fonts_the_model_trains_on_are_scored_apart():
     assert not eval_sets.trained_family("/usr/share/fonts/truetype/roboto/Roboto-Regular.ttf")
 
 
-@pytest.mark.slow
-def test_sets_are_written_and_scored(trained, tmp_path, data_dir, script, in_process):
+@pytest.fixture(scope="module")
+def halves(trained, tmp_path_factory, data_dir, script):
+    """Both halves written once for the tests below: dev in this process, test by the script in a fresh
+    process that also scores the session's model on it (with --json), as a user runs it."""
     if not eval_sets.digit_fonts():
         pytest.skip("no TrueType/OpenType font installed (apt-get install fonts-dejavu-core)")
-    out = tmp_path / "sets"
-    scores = tmp_path / "scores.json"
-    result = script("eval_sets.py", "--out", out, "--photos", 40, "--checkpoint", trained.pth, "--data-dir", data_dir,
-                    "--json", scores)
+    root = tmp_path_factory.mktemp("eval_sets")
+    eval_sets.main(["--out", str(root / "dev"), "--half", "dev", "--photos", "10", "--data-dir", data_dir])
+    result = script("eval_sets.py", "--out", root / "test", "--half", "test", "--photos", 40, "--checkpoint",
+                    trained.pth, "--data-dir", data_dir, "--json", root / "scores.json")
     assert result.returncode == 0, result.stderr
+    return root, result
+
+
+@pytest.mark.slow
+def test_sets_are_written_and_scored(halves, trained, in_process):
+    root, result = halves
+    out, scores = root / "test", root / "scores.json"
     photo_dirs = os.listdir(out / "photo")
     assert set(photo_dirs) <= set("0123456789")  # labelled by folder, as --evaluate reads them
     assert sum(len(os.listdir(out / "photo" / d)) for d in photo_dirs) == 40
-    assert sum(len(f) for _, _, f in os.walk(out / "mnist_png")) == 10_000
+    assert sum(len(f) for _, _, f in os.walk(out / "mnist_png")) == 5_000
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line[:1].isalpha()}
     assert float(rows["mnist_png"][2].rstrip("%")) >= 99.0
     assert float(rows["photo"][2].rstrip("%")) >= 80.0
     assert "non-digits, letters" in result.stdout
-    assert "fonts_trained" in rows or not any(eval_sets.trained_family(p) for p in eval_sets.digit_fonts())
+    fonts = eval_sets.digit_fonts()[1::2]  # the test half's
+    assert "fonts_trained" in rows or not any(eval_sets.trained_family(p) for p in fonts)
     written = json.loads(scores.read_text(encoding="utf-8"))  # --json holds what the table printed
     assert {s["name"]: f"{s['accuracy']:.2f}%" for s in written["sets"]} == {n: r[2] for n, r in rows.items()
                                                                           if n in eval_sets.SETS}
-    assert written["checkpoint"]["test_acc"] == trained.sidecar["test_acc"] and written["command"].startswith("python")
+    assert written["half"] == "test" and written["command"].startswith("python eval_sets.py")
+    assert written["checkpoint"]["test_acc"] == trained.sidecar["test_acc"]
     rescored = in_process(eval_sets.main, ["--score", out, "--checkpoint", trained.pth, "--sets", "photo,nondigits",
                                            "--thresholds", "0.3,0.99"])
     assert rescored.returncode == 0, rescored.stderr
@@ -87,29 +99,24 @@ def test_sets_are_written_and_scored(trained, tmp_path, data_dir, script, in_pro
 
 
 @pytest.mark.slow
-def test_the_two_halves_share_no_source(tmp_path, data_dir, in_process):
+def test_the_two_halves_share_no_source(halves):
     """dev and test each hold half of the MNIST test digits, fonts and handwriting, none of the other's, and
     photos drawn from their own random stream."""
-    if not eval_sets.digit_fonts():
-        pytest.skip("no TrueType/OpenType font installed (apt-get install fonts-dejavu-core)")
-    files = {}
-    for half in eval_sets.HALVES:
-        result = in_process(eval_sets.main, ["--out", tmp_path / half, "--half", half, "--photos", 10,
-                                             "--data-dir", data_dir])
-        assert result.returncode == 0, result.stderr
-        files[half] = {name: {f for _, _, fs in os.walk(tmp_path / half / name) for f in fs}
-                       for name in ("mnist_png", "fonts", "handwriting")}
+    root, _ = halves
+    files = {half: {name: {f for _, _, fs in os.walk(root / half / name) for f in fs}
+                    for name in ("mnist_png", "fonts", "handwriting")} for half in eval_sets.HALVES}
     dev, test = files["dev"], files["test"]
     assert len(dev["mnist_png"]) == len(test["mnist_png"]) == 5_000
     for name in dev:
-        assert not dev[name] & test[name], name
-    photos = [(tmp_path / half / "photo").rglob("*.jpg") for half in eval_sets.HALVES]
+        assert dev[name] and not dev[name] & test[name], name
+    photos = [(root / half / "photo").rglob("*.jpg") for half in eval_sets.HALVES]
     assert {p.read_bytes() for p in photos[0]}.isdisjoint(p.read_bytes() for p in photos[1])
 
 
 def test_markdown_table_from_scores(tmp_path, in_process):
     scores = {"low_confidence": 0.6,
-              "sets": [{"name": "photo", "images": 2400, "wrong": 73, "accuracy": 96.96, "flagged": 6.33, "no_digit": 4}],
+              "sets": [{"name": "photo", "images": 2400, "wrong": 73, "accuracy": 96.96, "flagged": 6.33,
+                        "no_digit": 4}],
               "nondigits": [{"kind": "letter", "images": 96, "caught": 62.5}]}
     path = tmp_path / "eval_sets.json"
     path.write_text(json.dumps(scores), encoding="utf-8")

@@ -4,6 +4,7 @@ These need the extras (pip install -r requirements-extras.txt); without them the
 import glob
 import os
 import re
+import sys
 
 import pytest
 import torch
@@ -50,13 +51,13 @@ def test_export_refuses_bad_checkpoints(onnxruntime, tmp_path, corrupt_checkpoin
         assert not glob.glob(str(tmp_path / "**" / "*.onnx"), recursive=True), name
 
 
-def test_export_without_onnx_says_what_to_install(trained, tmp_path, script, one_line_error):
-    """With onnx unimportable, one line names the extras file."""
-    blocker = tmp_path / "block"
-    blocker.mkdir()
-    (blocker / "onnx.py").write_text("raise ImportError('blocked', name='onnx')")
-    result = script("export.py", trained.pth, "--out", tmp_path / "m.onnx", env_extra={"PYTHONPATH": str(blocker)})
+def test_export_without_onnx_says_what_to_install(trained, tmp_path, in_process, one_line_error, monkeypatch):
+    """With onnx unimportable (None in sys.modules makes `import onnx` fail, as when it is not installed),
+    one line names the extras file, and nothing is written."""
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    result = in_process(export.main, [trained.pth, "--out", tmp_path / "m.onnx"])
     one_line_error(result, "pip install -r requirements-extras.txt")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_export_into_an_existing_folder(onnxruntime, trained, tmp_path, data_dir, in_process):

@@ -1,7 +1,9 @@
 """train.py: the recipe, the loop, what a real run reaches, and its command line."""
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,10 +16,10 @@ import cli
 import data
 import plots
 import train
-from recipes import Recipe
 from checkpoint import load_checkpoint
 from inference import predicted_classes
 from model import build_model, model_name, selected_model
+from recipes import Recipe
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUIET = {"log": lambda *a: None}
@@ -198,10 +200,14 @@ def test_cli_rejects_bad_flags(args, needle, tmp_path, data_dir, in_process, one
     assert not out.exists()
 
 
-def test_cli_missing_data_offline(tmp_path, script, one_line_error, offline_env):
+def test_cli_missing_data_offline(tmp_path, in_process, one_line_error, monkeypatch):
+    """No MNIST on disk and no network (every connection refused, as offline): one line, nothing left."""
+    def offline(*args, **kwargs):
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", offline)
     data_dir, out = tmp_path / "no_mnist_here", tmp_path / "out"
-    result = script("train.py", "--data-dir", data_dir, "--out-dir", out, env_extra=offline_env)
-    one_line_error(result, "MNIST not found")
+    one_line_error(in_process(train.main, ["--data-dir", data_dir, "--out-dir", out]), "MNIST not found")
     assert not data_dir.exists() and not out.exists()
 
 
