@@ -75,7 +75,8 @@ def _entry_point(name):
 
     cls = _MODELS[name]
     load.__name__ = load.__qualname__ = name
-    load.__doc__ = f"""{name}: {cls.__doc__.splitlines()[0]}
+    summary = " ".join(cls.__doc__.split()).split(". ")[0].rstrip(".")  # the class docstring's first sentence
+    load.__doc__ = f"""{name}: {summary}.
 
     pretrained=True: the weights of the latest release, {_release_url(RELEASE_ASSET.format(model=name))}
         (cached in torch.hub.get_dir()/checkpoints: delete it there to fetch a newer release).

@@ -5,11 +5,12 @@
 
 GitHub Actions cannot run on this machine, so this exercises the pipelines' own commands end to end, in a
 copy of the repository's tracked files: `uses:` steps are skipped (checkout, setup-python, cache, upload),
-the install step becomes the local install (requirements*.txt already installed), MNIST_DATA_DIR points at
-the local copy, and each step runs under `bash -eo pipefail` as on the runner. `gh release create` is
-not run: a stand-in checks that every file it names exists. Afterwards the train-and-test job's every
-upload-artifact path must match a file and its job summary must be written; the release job's folder must
-hold each variant's stable-named files and the notes.
+the install step becomes the local install (requirements*.txt already installed) into the Python running
+this script, whose `python` and `pytest` the steps then run; MNIST_DATA_DIR points at the local copy, and
+each step runs under `bash -eo pipefail` as on the runner. `gh release create` is not run: a stand-in
+checks that every file it names exists. Afterwards the train-and-test job's every upload-artifact path must
+match a file and its job summary must be written; the release job's folder must hold each variant's
+stable-named files and the notes.
 """
 import glob
 import os
@@ -91,7 +92,8 @@ def main(name="train-and-test"):
         env = dict(os.environ, **{k: str(v) for k, v in job.get("env", {}).items()})
         env.update(OUT_DIR=os.path.join(tmp, "artifacts"), GITHUB_STEP_SUMMARY=os.path.join(tmp, "step_summary.md"),
                    MNIST_DATA_DIR=os.path.abspath(os.environ.get("MNIST_DATA_DIR", os.path.join(ROOT, "data"))),
-                   GITHUB_REPOSITORY=hubconf.GITHUB_REPO, GITHUB_REF_NAME="v0.0.0-local")
+                   GITHUB_REPOSITORY=hubconf.GITHUB_REPO, GITHUB_REF_NAME="v0.0.0-local",
+                   PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))  # its python
         for step in job["steps"]:
             if "uses" in step:
                 print(f"--- skip {step['uses'].split('@')[0]} (a GitHub action)", flush=True)
