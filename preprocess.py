@@ -16,9 +16,11 @@ paper) is read at no more than WORK_SIZE pixels a side. Then:
 Every step is a few torch operations (max-pooling is grey dilation) on the reduced image, so no
 library beyond Pillow and torch is needed and a 12-megapixel photo takes a fraction of a second.
 """
+import functools
 import io
 import logging
 import math
+import re
 import warnings
 from typing import NamedTuple, Optional
 
@@ -63,7 +65,7 @@ SAMPLE = 65_536     # pixels that the paper's median and the ink's tail are esti
 THRESHOLD_SAMPLE = 262_144  # pixels that the ink threshold is picked from, at most
 MIN_SIZE = 4        # pixels the digit must span, at least: a clump of two or three specks is no digit
 COHERENCE_AREA = 200  # pixels around the digit from which that correlation is telling (noise: std 0.07)
-FORMATS = "PNG, JPEG, GIF, BMP, TIFF, WebP, PPM/PGM and the other formats Pillow reads"
+FORMATS = "PNG, JPEG, HEIC, AVIF, GIF, BMP, TIFF, WebP, PPM/PGM and the other formats Pillow reads"
 # Pillow logs what it finds wrong in a damaged file; with no handler Python would print that to
 # stderr beside our one line, which already says it.
 logging.getLogger("PIL").addHandler(logging.NullHandler())
@@ -84,10 +86,35 @@ def to_mnist(gray, name="image"):
 
 # ---------------------------------------------------------------- reading
 
+@functools.cache
+def heif_registered():
+    """HEIC/HEIF (the iPhone's default photo format) read through pillow-heif, which registers with Pillow;
+    Pillow reads AVIF itself."""
+    try:
+        import pillow_heif
+    except ImportError:  # requirements.txt installs it; without it, HEIC alone is unreadable
+        return
+    pillow_heif.register_heif_opener()
+
+
+def too_large(name, error):
+    """The one line for an image over Pillow's pixel limit (a decompression-bomb guard), with its size."""
+    from PIL import Image
+
+    def megapixels(n):
+        return f"{n / 1e6:.0f}" if n >= 1e7 else f"{n / 1e6:.1f}"
+
+    pixels = re.search(r"\((\d+) pixels\)", str(error))  # Pillow's message is where it says the size
+    size = f"{megapixels(int(pixels.group(1)))} megapixels" if pixels else "too large"
+    return (f"{name} is {size}, over the {megapixels(Image.MAX_IMAGE_PIXELS)}-megapixel limit: pass a smaller "
+            "image (scale or crop it)")
+
+
 def read_image(data, name="image"):
     """Image file bytes -> (H, W) float gray in [0, 1], white = 1, at most WORK_SIZE a side."""
     from PIL import Image, ImageOps
 
+    heif_registered()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's notes on odd metadata: the pixels are what matter
@@ -108,6 +135,8 @@ def read_image(data, name="image"):
                 gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
                                    Image.BOX)  # area averaging: a thin stroke turns grey, it does not vanish
             pixels = torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.float32)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise UserError(too_large(name, e)) from None
     except Exception as e:  # a damaged or hostile file can make a decoder raise almost anything
         raise UserError(f"{name} is not a readable image ({type(e).__name__}): pass an image file "
                         f"({FORMATS})") from None

@@ -552,3 +552,45 @@ def test_fuzzed_image_files_give_a_digit_or_one_line(examples, tmp_path):
             assert digit.shape == (1, 28, 28) and digit.dtype == torch.uint8
 
     check()
+
+
+# ---------------------------------------------------------------- phone formats and oversized images
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_read_as_the_same_digit(fmt, trained, mnist_test):
+    """HEIC (the iPhone's default, through pillow-heif) and AVIF photos of test digits read as the same
+    photos saved as PNG do: the same digit, the 28x28 nearly the same (both formats are lossy)."""
+    from PIL import Image
+
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pip install -r requirements.txt (pillow-heif)")
+    images, labels = mnist_test[0][:8], mnist_test[1][:8]
+    for digit, label in zip(images, labels.tolist(), strict=True):
+        photo = Image.fromarray(255 - digit[0].numpy()).resize((168, 168), Image.BILINEAR).convert("RGB")
+        encoded, png = io.BytesIO(), io.BytesIO()
+        if fmt == "HEIF":  # written by pillow-heif itself: only preprocess.py registers it with Pillow
+            pillow_heif.from_pillow(photo).save(encoded, quality=90)
+            assert encoded.getvalue()[4:12] == b"ftypheic"  # an iPhone's HEIC
+        else:
+            photo.save(encoded, fmt, quality=90)
+            assert encoded.getvalue()[4:12] == b"ftypavif"
+        photo.save(png, "PNG")
+        seen = preprocess.prepare(encoded.getvalue(), f"photo.{fmt.lower()}")
+        assert agreement(seen, preprocess.prepare(png.getvalue())) >= 0.9
+        assert int(probabilities(trained.model, seen[None]).argmax()) == label
+
+
+@pytest.mark.parametrize("size, shown", [((1500, 1000), "1.5"), ((3000, 1000), "3.0")],
+                         ids=["over the limit", "over twice the limit"])
+def test_an_image_over_the_pixel_limit_says_its_size(size, shown, monkeypatch):
+    """Pillow refuses an image over its limit (a warning past it, an error past twice it); either way the
+    line names the image's size and the limit. The limit is lowered to 1 megapixel here, to keep the
+    images small; the default is Pillow's 89 megapixels."""
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    buf = io.BytesIO()
+    Image.new("L", size, 255).save(buf, "PNG")
+    with pytest.raises(cli.UserError) as error:
+        preprocess.prepare(buf.getvalue(), "big.png")
+    assert str(error.value) == (f"big.png is {shown} megapixels, over the 1.0-megapixel limit: pass a smaller "
+                                "image (scale or crop it)")
