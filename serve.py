@@ -9,9 +9,12 @@ which runs predict.py's own preprocessing and inference:
     POST /predict   body: the image file's bytes (any format predict.py reads), at most 10 MB
     200 {"digit": d, "probabilities": [10 floats], "low_confidence": bool, "input": "<28x28 PNG, base64>"}
     400 / 411 / 413 / 404 {"error": "<one line>"}
+    503 {"error": ...} with Retry-After, when DECODING images are already being read and none finishes
+        within QUEUE_WAIT seconds: memory stays bounded whatever the number of uploads at once
 
-Binds to 127.0.0.1 (this machine only) unless --host says otherwise. Files on disk are never served by
-request path: the page is read once at start-up.
+Binds to 127.0.0.1 (this machine only) unless --host says otherwise, and answers only requests whose Host
+header names it (localhost, 127.0.0.1, ::1 or --host, with its port): a page elsewhere cannot reach it
+through DNS rebinding. Files on disk are never served by request path: the page is read once at start-up.
 """
 import cli
 
@@ -36,6 +39,12 @@ PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 MAX_BODY = 10 * 1024 * 1024   # bytes: a 12-megapixel phone JPEG is 3-6 MB
 CLIENT_TIMEOUT = 10           # seconds a client may take to send its request before it is dropped
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Uploads read and decoded at once: a 12-megapixel PNG takes a few hundred MB while it is decoded, so
+# this (not the number of clients) bounds memory; one per core keeps 2 cores busy, and 3 at most keep the
+# peak near 1 GB on any machine (EXPERIMENTS.md, "serve.py under load").
+DECODING = min(3, max(2, os.cpu_count() or 1))
+QUEUE_WAIT = 10               # seconds an upload waits for a free slot before a 503
+RETRY_AFTER = 2               # seconds the 503 asks the client to wait
 
 
 def build_parser():
@@ -78,12 +87,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
     timeout = CLIENT_TIMEOUT  # socket timeout: a slow or vanished client frees its thread
 
     def do_GET(self):
+        if not self.host_is_ours():
+            return None
         if self.path.split("?")[0] in ("/", "/index.html"):
             self.send(200, self.server.page, "text/html; charset=utf-8")
         else:
             self.send_json(404, {"error": f"no page at {self.path[:200]}: open / or POST an image to /predict"})
 
+    def host_is_ours(self):
+        """Whether the Host header names this server; else a 400 is sent (DNS rebinding: a page from
+        elsewhere, its name pointed at this machine, would send its own name)."""
+        if (self.headers.get("Host") or "").strip().lower() in self.server.names:
+            return True
+        self.close_connection = True
+        self.send_json(400, {"error": f"Host {(self.headers.get('Host') or '')[:100]!r} is not this server's name: "
+                                      f"open {self.server.url}"})
+        return False
+
     def do_POST(self):
+        if not self.host_is_ours():
+            return None
         if self.path != "/predict":
             self.close_connection = True  # its body is left unread
             return self.send_json(404, {"error": f"nothing to POST at {self.path[:200]}: POST images to /predict"})
@@ -98,14 +121,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                                  "(10 MB): send a smaller file"})
         if length == 0:
             return self.send_json(400, {"error": "the request body is empty: POST the image file's bytes"})
-        data = self.rfile.read(length)
-        if len(data) < length:
-            self.close_connection = True
-            return self.send_json(400, {"error": "the upload was cut short: send the whole file"})
+        # The body is read only once a slot is free: waiting uploads stay in the socket, not in memory.
+        if not self.server.slots.acquire(timeout=self.server.queue_wait):
+            self.close_connection = True  # its body is left unread
+            return self.send_json(503, {"error": f"busy reading {DECODING} other images: try again in "
+                                                 f"{RETRY_AFTER} s"}, {"Retry-After": str(RETRY_AFTER)})
         try:
-            self.send_json(200, self.server.classify(data))
+            data = self.rfile.read(length)
+            if len(data) < length:
+                self.close_connection = True
+                return self.send_json(400, {"error": "the upload was cut short: send the whole file"})
+            answer = self.server.classify(data)
         except cli.OneLineError as e:
-            self.send_json(400, {"error": str(e)})
+            return self.send_json(400, {"error": str(e)})
+        finally:
+            self.server.slots.release()
+        self.send_json(200, answer)
 
     def send_error(self, code, message=None, explain=None):
         """What http.server answers on its own (a malformed request line, an unsupported method such as
@@ -116,11 +147,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         reason = message or self.responses.get(code, ("error",))[0]
         self.send_json(code, {"error": f"{reason}: open / in a browser, or POST an image to /predict"})
 
-    def send_json(self, status, payload):
-        self.send(status, json.dumps(payload).encode(), "application/json")
+    def send_json(self, status, payload, headers=None):
+        self.send(status, json.dumps(payload).encode(), "application/json", headers)
 
-    def send(self, status, body, content_type):
+    def send(self, status, body, content_type, headers=None):
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -146,7 +179,14 @@ class Server(http.server.ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.classify, self.page = classify, page
         self.log = sys.stderr  # where request lines and failures go: the stderr of the moment it starts
+        self.slots, self.queue_wait = threading.BoundedSemaphore(DECODING), QUEUE_WAIT
         super().__init__(address, Handler)
+        bound, port = self.server_address[:2]
+        hosts = {h.lower() for h in LOCAL_HOSTS | {address[0], bound}}
+        self.names = {f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts}
+        if port == 80:  # a browser leaves the default port out
+            self.names |= {f"[{h}]" if ":" in h else h for h in hosts}
+        self.url = f"http://[{bound}]:{port}/" if ":" in bound else f"http://{bound}:{port}/"
 
     def handle_error(self, request, client_address):
         """A request that failed in a way not answered above (the client hung up mid-reply): one line."""
@@ -170,9 +210,7 @@ def start(args):
 
 def announce(server, name, args):
     """The line that says where the page is, and a warning when the network can reach it."""
-    host, port = server.server_address[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"serving {name} from {args.checkpoint} at http://{shown}:{port}/ (Ctrl-C stops it)", flush=True)
+    print(f"serving {name} from {args.checkpoint} at {server.url} (Ctrl-C stops it)", flush=True)
     if args.host not in LOCAL_HOSTS:
         print(f"warning: --host {args.host} makes the page reachable from the network, by anyone who can "
               "reach this machine", flush=True)

@@ -34,18 +34,28 @@ DRAWN = {1: [[(140, 40), (140, 240)]],
 
 
 @pytest.fixture(scope="module")
-def server(trained):
-    """(host, port) of serve.py's server on the session's model, on a free port, in this process: the
-    same server a fresh process runs (start-up and Ctrl-C are tested in one below), without a second
-    torch import."""
-    httpd, _ = serve.start(serve.parse_args([trained.pth, "--port", "0"]))
-    httpd.log = io.StringIO()  # its request lines would otherwise land in whichever test is capturing then
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+def httpd(trained):
+    """serve.py's server on the session's model, on a free port, in this process: the same server a fresh
+    process runs (start-up and Ctrl-C are tested in one below), without a second torch import."""
+    server, _ = serve.start(serve.parse_args([trained.pth, "--port", "0"]))
+    server.log = io.StringIO()  # its request lines would otherwise land in whichever test is capturing then
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield httpd.server_address[:2]
-    httpd.shutdown()
-    httpd.server_close()
+    yield server
+    server.shutdown()
+    server.server_close()
     thread.join()
+
+
+@pytest.fixture(scope="module")
+def server(httpd):
+    """(host, port) of that server."""
+    return httpd.server_address[:2]
+
+
+def head(server, more=b""):
+    """A raw request's Host line, naming the server as a browser on this machine would."""
+    return b"Host: %s:%d\r\n" % (server[0].encode(), server[1]) + more
 
 
 def request(server, method, path, body=None, headers=None):
@@ -142,8 +152,8 @@ def test_a_body_over_10mb_is_refused_unread(server):
 
 
 def test_a_body_without_length_is_refused(server):
-    head, body = raw_reply(server, b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n").decode().split("\r\n\r\n", 1)
-    assert head.startswith("HTTP/1.0 411") and "Connection: close" in head
+    reply, body = raw_reply(server, b"POST /predict HTTP/1.1\r\n" + head(server, b"\r\n")).decode().split("\r\n\r\n", 1)
+    assert reply.startswith("HTTP/1.0 411") and "Connection: close" in reply
     assert "Content-Length" in json.loads(body)["error"]
 
 
@@ -192,9 +202,46 @@ def test_fifty_at_once_then_one_more(server, trained, mnist_test):
     assert status == 200 and answer["digit"] == int(expected[0])
 
 
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1:1", "localhost.evil:{port}"])
+def test_a_request_for_another_host_is_refused(server, host):
+    """DNS rebinding: a page elsewhere whose name points at this machine sends its own Host. Only this
+    server's names, with its port, are answered."""
+    for method, path in (("GET", "/"), ("POST", "/predict")):
+        status, answer, kind = request(server, method, path, b"x" if method == "POST" else None,
+                                       {"Host": host.format(port=server[1])})
+        assert (status, kind) == (400, "application/json") and "is not this server's name" in answer["error"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}", "[::1]:{port}"])
+def test_the_servers_own_names_are_answered(server, host):
+    status, _, _ = request(server, "GET", "/", headers={"Host": host.format(port=server[1])})
+    assert status == 200
+
+
+def test_uploads_beyond_the_decoding_slots_get_503_then_are_served(httpd, server, mnist_test, monkeypatch):
+    """With every decoding slot taken, an upload waits its turn, then gets 503 with Retry-After and its body
+    unread; once a slot frees, uploads are answered again."""
+    monkeypatch.setattr(httpd, "queue_wait", 0.2)
+    taken = [httpd.slots.acquire(timeout=30) for _ in range(serve.DECODING)]
+    try:
+        assert all(taken)
+        conn = http.client.HTTPConnection(*server, timeout=30)
+        conn.request("POST", "/predict", body=photo_of(mnist_test[0][0]))
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        conn.close()
+        assert response.status == 503 and response.getheader("Retry-After") == str(serve.RETRY_AFTER)
+        assert "try again" in answer["error"] and response.getheader("Connection") == "close"
+    finally:
+        for _ in taken:
+            httpd.slots.release()
+    status, answer, _ = request(server, "POST", "/predict", photo_of(mnist_test[0][0]))
+    assert status == 200 and answer["digit"] == int(mnist_test[1][0])
+
+
 def test_a_silent_client_does_not_block_others(server, mnist_test):
     with socket.create_connection(server, timeout=30) as idle:
-        idle.sendall(b"POST /predict HTTP/1.1\r\nContent-Length: 1000\r\n\r\nonly a part")
+        idle.sendall(b"POST /predict HTTP/1.1\r\n" + head(server, b"Content-Length: 1000\r\n\r\nonly a part"))
         status, _, _ = request(server, "POST", "/predict", photo_of(mnist_test[0][0]))
         assert status == 200
 
@@ -202,10 +249,44 @@ def test_a_silent_client_does_not_block_others(server, mnist_test):
 @pytest.mark.slow
 def test_a_silent_client_is_dropped_after_the_timeout(server):
     with socket.create_connection(server, timeout=3 * serve.CLIENT_TIMEOUT) as idle:
-        idle.sendall(b"POST /predict HTTP/1.1\r\nContent-Length: 1000\r\n\r\nonly a part")
+        idle.sendall(b"POST /predict HTTP/1.1\r\n" + head(server, b"Content-Length: 1000\r\n\r\nonly a part"))
         start = time.monotonic()
         idle.recv(4096)  # returns when the server closes the connection
         assert time.monotonic() - start < 2 * serve.CLIENT_TIMEOUT
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's peak memory from /proc")
+def test_a_hundred_large_uploads_at_once_keep_memory_bounded(trained, mnist_test):
+    """100 uploads at once of a 12-megapixel PNG photo: each answered 200 or 503, the server's peak RSS at
+    most 1.5 GB, and it serves normally afterwards."""
+    from PIL import Image
+
+    paper = Image.linear_gradient("L").resize((4000, 3000)).point(lambda v: 200 + v // 8)
+    digit = Image.fromarray(255 - mnist_test[0][0][0].numpy()).resize((2400, 2400), Image.BILINEAR)
+    paper.paste(digit, (800, 300), Image.fromarray(mnist_test[0][0][0].numpy()).resize((2400, 2400)))
+    buf = io.BytesIO()
+    paper.convert("RGB").save(buf, "PNG")
+    body = buf.getvalue()
+    assert len(body) <= serve.MAX_BODY
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "serve.py"), trained.pth, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        host, port = line.split("http://")[1].split("/")[0].rsplit(":", 1)
+        at = (host, int(port))
+        with ThreadPoolExecutor(100) as pool:
+            statuses = [s for s, _, _ in pool.map(lambda _: request(at, "POST", "/predict", body), range(100))]
+        with open(f"/proc/{proc.pid}/status", encoding="ascii") as f:
+            peak_kb = int(next(line for line in f if line.startswith("VmHWM:")).split()[1])
+        print(f"{statuses.count(200)} answered 200, {statuses.count(503)} 503; peak RSS {peak_kb / 1024:.0f} MB")
+        assert set(statuses) <= {200, 503} and statuses.count(200) >= 1
+        assert peak_kb <= 1.5 * 1024 * 1024
+        status, answer, _ = request(at, "POST", "/predict", photo_of(mnist_test[0][0]))
+        assert status == 200 and answer["digit"] == int(mnist_test[1][0])
+    finally:
+        proc.send_signal(signal.SIGINT if os.name != "nt" else signal.SIGTERM)
+        proc.communicate(timeout=60)
 
 
 # ---------------------------------------------------------------- start-up and stop
