@@ -31,7 +31,7 @@ dependencies = ["torch", "numpy", "scipy", "PIL"]  # checked by torch.hub before
 # a mirror or a local folder.
 GITHUB_REPO = "OWNER/REPO"
 RELEASE_URL = "https://github.com/{repo}/releases/latest/download/{asset}"
-RELEASE_ASSET = "{model}.pth"  # its sidecar and ONNX export: the same name, .json and .onnx
+RELEASE_STEM = "{model}"  # a variant's release files: <stem>.pth, its sidecar .json and ONNX export .onnx
 
 
 def _release_url(asset):
@@ -60,7 +60,7 @@ def _entry_point(name):
     def load(pretrained=False, checkpoint=None, progress=True):
         if pretrained and checkpoint:
             raise ValueError("pass pretrained=True or checkpoint=PATH_OR_URL, not both")
-        source = _release_url(RELEASE_ASSET.format(model=name)) if pretrained else checkpoint
+        source = _release_url(RELEASE_STEM.format(model=name) + ".pth") if pretrained else checkpoint
         if source is None:
             return _build_model(name).eval()
         if "://" in str(source):
@@ -78,7 +78,7 @@ def _entry_point(name):
     summary = " ".join(cls.__doc__.split()).split(". ")[0].rstrip(".")  # the class docstring's first sentence
     load.__doc__ = f"""{name}: {summary}.
 
-    pretrained=True: the weights of the latest release, {_release_url(RELEASE_ASSET.format(model=name))}
+    pretrained=True: the weights of the latest release, {_release_url(RELEASE_STEM.format(model=name) + ".pth")}
         (cached in torch.hub.get_dir()/checkpoints: delete it there to fetch a newer release).
     checkpoint=PATH_OR_URL: a model_mnist_*.pth instead, checked against its sidecar when one is beside it.
     Neither: fresh weights. The model comes back in eval mode; `model.sidecar` holds the sidecar's record.

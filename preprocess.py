@@ -13,8 +13,8 @@ paper) is read at no more than WORK_SIZE pixels a side. Then:
 4. the digit: connected components; specks and regions that touch the image's edge (shadows, page
    edges) are dropped, the largest remaining one is the digit and the pieces near it join it;
 5. MNIST's framing: longest side 20 px, centre of mass at the centre of the 28x28 field.
-Every step is a few torch operations (max-pooling is grey dilation) on the reduced image, so no
-library beyond Pillow and torch is needed and a 12-megapixel photo takes a fraction of a second.
+Every step is a few torch operations (max-pooling is grey dilation) on the reduced image, but for the
+connected components (scipy.ndimage), so a 12-megapixel photo takes a fraction of a second.
 """
 import functools
 import io
@@ -377,8 +377,8 @@ class Components:
     mass and its box (top, bottom, left, right); `inverse` maps each weak pixel to its component."""
 
     def __init__(self, ink, weak, strong):
-        ids, self.inverse = components(weak)[weak].unique(return_inverse=True)
-        n = len(ids)
+        self.inverse = components(weak)[weak] - 1  # labels run 1..n, so this is each pixel's component
+        n = int(self.inverse.max()) + 1  # strong ink is weak too, so there is at least one
         self.has_strong = torch.zeros(n, dtype=torch.bool).index_fill_(0, self.inverse[strong[weak]].unique(), True)
         self.mass = torch.zeros(n, dtype=torch.float64).index_add_(0, self.inverse, ink[weak].double())
         self.density = self.mass / torch.bincount(self.inverse, minlength=n)  # mean darkness of each

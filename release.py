@@ -38,7 +38,7 @@ def parse_args(argv=None):
 def assets(pth, sidecar):
     """(source, name in the release) for one checkpoint's files: each under the stable and the tagged name."""
     stem = os.path.splitext(pth)[0]
-    stable = os.path.splitext(hubconf.RELEASE_ASSET.format(model=sidecar["model"]))[0]
+    stable = hubconf.RELEASE_STEM.format(model=sidecar["model"])
     sources = {".pth": pth, ".json": sidecar_path(pth), ".onnx": stem + ".onnx"}
     if not os.path.isfile(sources[".onnx"]):
         raise cli.UserError(f"no ONNX export beside {pth}: run python export.py {pth}")

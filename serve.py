@@ -40,8 +40,8 @@ MAX_BODY = 10 * 1024 * 1024   # bytes: a 12-megapixel phone JPEG is 3-6 MB
 CLIENT_TIMEOUT = 10           # seconds a client may take to send its request before it is dropped
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # Uploads read and decoded at once: a 12-megapixel PNG takes a few hundred MB while it is decoded, so
-# this (not the number of clients) bounds memory; one per core keeps 2 cores busy, and 3 at most keep the
-# peak near 1 GB on any machine (EXPERIMENTS.md, "serve.py under load").
+# this (not the number of clients) bounds memory; one per core keeps 2 cores busy, and a cap of 3 bounds
+# it on larger machines (EXPERIMENTS.md, "serve.py under load").
 DECODING = min(3, max(2, os.cpu_count() or 1))
 QUEUE_WAIT = 10               # seconds an upload waits for a free slot before a 503
 RETRY_AFTER = 2               # seconds the 503 asks the client to wait

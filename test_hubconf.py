@@ -34,7 +34,7 @@ def release(trained, tmp_path, monkeypatch):
     """A folder standing in for the latest release: <variant>.pth and .json, as release.py names them."""
     folder = tmp_path / "release"
     folder.mkdir()
-    stem = os.path.splitext(hubconf.RELEASE_ASSET.format(model=trained.sidecar["model"]))[0]
+    stem = hubconf.RELEASE_STEM.format(model=trained.sidecar["model"])
     shutil.copy(trained.pth, folder / f"{stem}.pth")
     shutil.copy(trained.pth[:-4] + ".json", folder / f"{stem}.json")
     monkeypatch.setenv("MNIST_RELEASE_URL", folder.as_uri() + "/{asset}")

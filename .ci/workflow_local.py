@@ -68,11 +68,10 @@ def check_artifact(job, repo, tmp):
 
 
 def check_release(job, repo, tmp):
-    sys.path.insert(0, repo)
-    import hubconf
+    import hubconf  # ROOT's, imported by main
     from model import MODELS
 
-    stems = [os.path.splitext(hubconf.RELEASE_ASSET.format(model=m))[0] for m in MODELS]
+    stems = [hubconf.RELEASE_STEM.format(model=m) for m in MODELS]
     wanted = [s + ext for s in stems for ext in (".pth", ".json", ".onnx")] + ["notes.md"]
     missing = [f for f in wanted if not os.path.isfile(os.path.join(repo, "release", f))]
     if missing:
