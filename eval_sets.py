@@ -213,16 +213,24 @@ def lighting(h, w, rng):
     return light
 
 
-def photograph(mask, rng, size=None):
-    """A JPEG (bytes) of `mask` as ink on paper, photographed with all that goes with it."""
+def photograph(mask, rng, size=None, across=None):
+    """A JPEG (bytes) of `mask` as ink on paper, photographed with all that goes with it. `across`: the share
+    of a landscape sheet's width the mask spans, drawn from that range (a number, framed as people frame one);
+    by default its height is 12-60% of the sheet's shorter side, either way up."""
     from PIL import Image, ImageFilter
 
     w = size or int(rng.integers(320, 1600))
     h = int(w * rng.uniform(0.6, 1.0))
-    h, w = (w, h) if rng.random() < 0.5 else (h, w)
+    if across is None and rng.random() < 0.5:
+        h, w = w, h
     sheet = paper(h, w, rng)
     if mask is not None:
-        digit = resized(mask, max(12, int(min(h, w) * rng.uniform(0.12, 0.6))), rng)
+        height = max(12, int(min(h, w) * rng.uniform(0.12, 0.6)) if across is None else
+                     int(w * rng.uniform(*across) * mask.shape[0] / mask.shape[1]))
+        digit = resized(mask, height, rng)
+        fit = min((h - 2) / digit.shape[0], (w - 2) / digit.shape[1])
+        if fit < 1:  # a number wider than the sheet (number_sets.py): written smaller
+            digit = resized(mask, max(12, int(height * fit * 0.9)), rng)
         dh, dw = digit.shape
         dh, dw = min(dh, h - 2), min(dw, w - 2)
         top, left = int(rng.integers(1, h - dh)), int(rng.integers(1, w - dw))

@@ -86,3 +86,8 @@ def blur(x, k=5):
             sums = F.pad(x, pad, mode="replicate").cumsum(dim)
             x = (sums.narrow(dim, k, sums.shape[dim] - k) - sums.narrow(dim, 0, sums.shape[dim] - k)) / k
     return x
+
+
+def side_by_side(images):
+    """(K, 1, 28, 28) digits side by side, (1, 28, 28 K): how a number's digits are shown."""
+    return torch.cat(list(images), dim=2)

@@ -78,10 +78,21 @@ def prepare(data, name="image"):
 
 def to_mnist(gray, name="image"):
     """(H, W) gray in [0, 1] -> (1, 28, 28) uint8, white digit on black: the pipeline, in its order."""
-    reading = digit_reading(gray)  # polarity, then the paper's lighting divided out, the ink and the digit's pixels
+    return framed(found_digit(gray, name))
+
+
+def framed(reading):
+    """The digit a Reading found in MNIST's framing (imageops.frame): (1, 28, 28) uint8."""
+    return frame(cut_out(reading))
+
+
+def found_digit(gray, name="image"):
+    """The image's Reading (polarity, then the paper's lighting divided out, the ink and the digit's
+    pixels), or a UserError saying why no digit was found."""
+    reading = digit_reading(gray)
     if reading.mask is None:
         raise UserError(f"{name}: no digit found ({reading.why})")
-    return frame(cut_out(reading))  # MNIST's framing (imageops)
+    return reading
 
 
 # ---------------------------------------------------------------- reading
@@ -353,23 +364,45 @@ def otsu(values, bins=256):
 # ---------------------------------------------------------------- keeping the digit
 
 def digit_mask(ink):
-    """The Reading of an ink map: ink above a threshold taken from the image, grouped into connected
-    components; specks and what touches the image's edge dropped, the largest remaining component and
-    the pieces near it kept."""
+    """The Reading of an ink map: its marks (ink_marks), specks and what touches the image's edge dropped,
+    the largest remaining component and the pieces near it kept."""
+    marks = ink_marks(ink)
+    if isinstance(marks, str):
+        return Reading(ink, None, marks)
+    keep = marks.mask_of(near_main(marks.parts, free_of_edge(marks.parts, marks.candidate, ink.shape)))
+    why = too_faint(marks.cleaned, marks.strong, keep) or specks_or_noise(marks.cleaned, keep)
+    return Reading(ink, None, why) if why else Reading(ink, keep)
+
+
+class Marks(NamedTuple):
+    """An ink map's marks: the map with ruled lines taken out, its strong and weak (hysteresis) ink, their
+    connected Components and which of them are no specks."""
+    cleaned: torch.Tensor
+    strong: torch.Tensor
+    weak: torch.Tensor
+    parts: "Components"
+    candidate: torch.Tensor
+
+    def mask_of(self, pick):
+        """The pixels of the components `pick` marks."""
+        keep = torch.zeros_like(self.weak)
+        keep[self.weak] = pick[self.parts.inverse]
+        return keep
+
+
+def ink_marks(ink, scale=1.0):
+    """The Marks of an ink map: ink above a threshold taken from the image (times `scale`), grouped into
+    connected components, specks marked; or why it holds none."""
     cleaned = without_rules(ink)
-    threshold = max(otsu(subsample(cleaned, THRESHOLD_SAMPLE)), MIN_INK)
+    threshold = max(scale * otsu(subsample(cleaned, THRESHOLD_SAMPLE)), MIN_INK)
     strong = cleaned > threshold
     # Hysteresis: a stroke's faint parts join it, far-off grey does not.
     weak = (cleaned > HYSTERESIS * threshold) & (dilate(strong.float(), WEAK_REACH) > 0)
     if not strong.any() or cleaned[strong].mean() < MIN_CONTRAST:
-        return Reading(ink, None, "the image is blank or has too little contrast")
+        return "the image is blank or has too little contrast"
     parts = Components(cleaned, weak, strong)
     candidate = parts.has_strong & (parts.mass >= MIN_PIECE * parts.mass[parts.has_strong].max())  # specks go
-    candidate = free_of_edge(parts, candidate, cleaned.shape)
-    keep = torch.zeros_like(weak)
-    keep[weak] = near_main(parts, candidate)[parts.inverse]
-    why = too_faint(cleaned, strong, keep) or specks_or_noise(cleaned, keep)
-    return Reading(ink, None, why) if why else Reading(ink, keep)
+    return Marks(cleaned, strong, weak, parts, candidate)
 
 
 class Components:
