@@ -20,6 +20,7 @@ import cli
 if __name__ == "__main__":
     cli.exit_quietly_on_signals()
 
+import io
 import json
 import os
 import platform
@@ -36,6 +37,7 @@ import data
 import plots
 import recipes
 import train
+from checkpoint import load_checkpoint
 from model import MODELS, build_model, count_params
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -366,7 +368,41 @@ def time_preprocessing(checkpoint, data_dir, repeats=5):
         jpeg = os.path.join(tmp, "photo.jpeg")
         end_to_end = statistics.median(timed_process(["predict.py", checkpoint, jpeg]) for _ in range(3))
         print(f"python predict.py CHECKPOINT photo.jpeg, launch to exit: {end_to_end:.2f} s (median of 3)")
+    times["number JPEG"] = time_number(checkpoint, data_dir, repeats)
     return times, end_to_end
+
+
+def time_number(checkpoint, data_dir, repeats):
+    """Seconds from a 4000x3000 JPEG photo of a six-digit number (MNIST test digits 520 px tall, apart) to its
+    six 28x28 digits, as predict.py --number reads it: preprocessing and segmentation (median of `repeats`)."""
+    from PIL import Image, ImageFilter
+
+    import preprocess
+    import segmentation
+    from inference import probabilities
+
+    images, labels = data.load_mnist(data_dir, "test", "cpu")
+    paper = Image.linear_gradient("L").rotate(90).resize((4000, 3000)).point(lambda v: 150 + v // 3)
+    for k in range(6):
+        digit = Image.fromarray(images[k, 0].numpy()).resize((520, 520), Image.BICUBIC)
+        paper.paste(Image.new("L", digit.size, 30), (360 + 560 * k, 1200 + 20 * k), digit)  # a sloping line
+    noise = Image.effect_noise(paper.size, 12)
+    photo = Image.blend(paper.filter(ImageFilter.GaussianBlur(2)), noise, 0.3).convert("RGB")
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG", quality=95)
+    encoded = buf.getvalue()
+    model, _ = load_checkpoint(checkpoint)
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        digits = segmentation.read_number(preprocess.found_digit(preprocess.read_image(encoded)),
+                                          lambda x: probabilities(model, x))
+        runs.append(time.perf_counter() - t0)
+    read = "".join(str(int(p.argmax())) for p in probabilities(model, torch.stack([d.image for d in digits])))
+    print(f"reading a 4000x3000 JPEG of a six-digit number ({len(encoded) / 1e6:.1f} MB) into its digits: "
+          f"{statistics.median(runs):.3f} s (median of {repeats}); read {read}, written "
+          + "".join(str(int(v)) for v in labels[:6]))
+    return statistics.median(runs)
 
 
 def main(argv=None):

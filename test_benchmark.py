@@ -111,3 +111,12 @@ def test_set_and_holdout_reach_the_run(monkeypatch, mnist_train, data_dir, tmp_p
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["holdout"] == 1024 and 0 <= report["variants"][0]["val_acc_mean"] <= 100
     assert report["set"] == ["optimizer.beta2=0.99", "printed=none", "augment=rotate"]
+
+
+@pytest.mark.slow
+def test_the_number_photo_it_times_is_read_whole(trained, data_dir, capsys):
+    """The 12-megapixel JPEG of a six-digit number that benchmark.py times: its six digits read back."""
+    seconds = benchmark.time_number(trained.pth, data_dir, repeats=1)
+    line = capsys.readouterr().out.strip()
+    read, written = line.split("; read ")[1].split(", written ")
+    assert seconds > 0 and len(written) == 6 and read == written, line

@@ -8,11 +8,15 @@ import subprocess
 import sys
 import zlib
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import number_sets
 import predict
 from inference import probabilities
+from plots import gray_png
 from preprocess import prepare
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -271,3 +275,64 @@ def test_an_empty_evaluate_path_is_no_folder(trained, in_process, one_line_error
     """--evaluate alone is the MNIST test set; an empty DIR, as a script's unset variable gives it, is not."""
     assert predict.parse_args([trained.pth, "--evaluate"]).evaluate is predict.MNIST_TEST_SET
     one_line_error(in_process(predict.main, [trained.pth, "--evaluate", ""]), "'' is not a folder")
+
+
+# ---------------------------------------------------------------- numbers
+
+def number_file(path, mnist_test, indices, rng_seed=0):
+    """MNIST test digits written apart in a row (number_sets.apart), dark on white, as a PNG at `path`;
+    returns the number's label."""
+    images, labels = mnist_test
+    rng = np.random.default_rng(rng_seed)
+    mask = number_sets.apart([images[i, 0].numpy().astype(np.float32) / 255 for i in indices], rng)
+    path.write_bytes(gray_png(((1 - np.pad(mask, 20)) * 255).round().astype(np.uint8)))
+    return "".join(str(int(labels[i])) for i in indices)
+
+
+def test_number_lines_and_the_several_digits_suffix(trained, mnist_test, tmp_path, in_process):
+    number = tmp_path / "row.png"
+    label = number_file(number, mnist_test, [0, 1, 2, 3])
+    single = tmp_path / "one.png"
+    single.write_bytes(gray_png(255 - mnist_test[0][0, 0].numpy()))
+    result = in_process(predict.main, [trained.pth, "--number", number, single, "--show", tmp_path / "seen"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    match = re.fullmatch(re.escape(f"{number}: ") + r"(\d+) \(((\d) \d+\.\d%(, )?)+\)( \[low confidence\])?", lines[0])
+    assert match and match.group(1) == label, lines[0]
+    assert [d.split()[0] for d in lines[0].split("(")[1].rstrip(")").split(", ")][:4] == list(label)
+    assert re.fullmatch(re.escape(f"{single}: ") + r"7 \(7 \d+\.\d%\)( \[low confidence\])?", lines[1])
+    assert Image.open(tmp_path / "seen" / "row_28x28.png").size == (28 * 4, 28)
+
+    result = in_process(predict.main, [trained.pth, number, single])
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{number}: ") and lines[0].endswith(predict.SEVERAL)
+    assert lines[1].startswith(f"{single}: 7 (") and predict.SEVERAL not in lines[1]
+
+
+def test_number_flags_that_do_not_go_together(trained, tmp_path, in_process, one_line_error):
+    one_line_error(in_process(predict.main, [trained.pth, "--number", "--top", "3", tmp_path / "x.png"]),
+                   "--top lists one digit's alternatives")
+    one_line_error(in_process(predict.main, [trained.pth, "--number", "--evaluate"]), "--number --evaluate DIR")
+
+
+def test_evaluate_a_folder_of_numbers(trained, mnist_test, tmp_path, in_process):
+    folder = tmp_path / "numbers"
+    (folder / "4012").mkdir(parents=True)
+    first = number_file(folder / "x.png", mnist_test, [0, 1, 2])  # 721: the label from the file name ...
+    (folder / "x.png").rename(folder / f"{first}_a.png")
+    number_file(folder / "4012" / "photo.png", mnist_test, [4, 3, 1, 2])  # ... or the folder's (4012: it is 4021)
+    (folder / "555_damaged.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "report"
+    result = in_process(predict.main, [trained.pth, "--number", "--evaluate", folder, "--out-dir", out])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"2 labelled numbers (7 digits) under {folder}; left out: 1 unreadable, 1 without a label"
+    assert lines[1] == "whole-number accuracy: 50.00% (1 of 2 wrong)"
+    assert lines[2].startswith("per-digit accuracy: 71.43% ")  # 4012 for 4021: two edits of 7 digits
+    assert (out / "misses.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_number_accuracy_counts_edits():
+    assert predict.number_accuracy(["123", "45", "6789"], ["123", "475", "6089"]) == (100 / 3, 100 * 8 / 10)
+    assert predict.edit_distance("", "12") == 2 and predict.edit_distance("1234", "1324") == 2

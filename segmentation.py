@@ -1,0 +1,299 @@
+"""Several digits in one image (a ZIP code, an amount) -> each digit as MNIST's 28x28, left to right.
+
+    reading = found_digit(read_image(data))          # preprocess.py: polarity, lighting, ink
+    digits = read_number(reading, recognise)          # [Digit(image (1, 28, 28) uint8, box), ...]
+
+The ink preprocess.py finds is grouped into digits: marks that share columns are one digit (a 5's detached
+bar, a 4 drawn in two strokes, a stroke broken by a faint pen), so a sloping line and digits of different
+heights read as well as a straight one; marks much smaller than the digits beside them and under none of
+them (dots, commas, specks) are skipped. A mark too wide for one digit may be digits that touch, as
+handwriting often has them: it is cut where its ink is thinnest, into two or three, and the cut the model
+reads most confidently is kept, as LeCun's cheque readers did (`recognise` is the model: (N, 1, 28, 28)
+uint8 in, (N, 10) probabilities out). Nothing here imports the model.
+"""
+import itertools
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from cli import UserError
+from imageops import dilate
+from preprocess import DENSER, Reading, box, components, digit_like, framed, free_of_edge, ink_marks
+
+DIGIT_HEIGHT = 0.5   # a mark at least this share of the digits' typical height can be a digit of its own
+SHARED = 0.5         # marks are one digit when they share at least this share of the narrower one's columns
+SMALL = 0.6          # a mark under this share of the digits' typical height and width may be a separator ...
+TINY = 0.3           # ... and is one when under this share (a dot or a speck anywhere on the line), ...
+LOW = 0.2            # ... or when its middle is this share of that height below its neighbours' (a comma)
+FAINT = 0.5          # a second look for fainter digits, at this share of the ink threshold
+BODY_MASS = 0.25     # marks with this share of the heaviest one's ink set the digits' height
+GAP = 0.03           # marks closer than this share of the tallest digit's height are one digit, when
+ONE_WIDE = 0.9       # together no wider than this share of their height
+EDGE_HEIGHT = 1.3    # a mark touching the image's edge is kept when at most this many digit heights tall ...
+EDGE_WIDTH = 3.5     # ... and this many wide (a digit cropped tight; a shadow or a page edge is larger), and
+                     # its ink about as dense as theirs
+WIDER = 1.7          # a mark wider than this many of its line's typical digit widths may be touching digits ...
+LONE = 0.9           # ... and a lone mark wider than this share of its height (MNIST's median digit: 0.8)
+NARROWEST = 0.15     # a cut leaves each piece at least this share of the height wide (a 1 is about 0.2)
+STRIDE = 0.1         # cuts start every this share of the height across a wide mark
+FRAGMENT = 0.15      # a cut piece's marks with less than this share of its heaviest one's ink are the
+                     # neighbour's stroke ends, left out of it
+REACH = 0.25        # a cut's path strays at most this share of the height from its column ...
+STEP = 0.1          # ... and pays this much (in ink pixels) for straying that far, so it runs straight where it can
+CONFIDENT = 0.5     # each piece of a cut is read at least this confidently, and more than the uncut mark
+MUST_CUT = 1.6     # a mark wider than this share of its height is cut (a few MNIST digits in a thousand are)
+
+
+class Digit(NamedTuple):
+    """One digit of a number: MNIST's 28x28 and its box (left, top, right, bottom, inclusive) in the image
+    that preprocess.py read (at most WORK_SIZE a side)."""
+    image: torch.Tensor
+    box: tuple
+
+
+def groups(reading):
+    """The digits' marks, left to right: a boolean mask per digit (possibly digits that touch), from a
+    Reading's ink. Empty when nothing digit-sized is there."""
+    marks = ink_marks(reading.ink)
+    if isinstance(marks, str):
+        return []
+    parts = marks.parts
+    boxes = parts.box  # top, bottom, left, right
+    height = boxes[:, 1] - boxes[:, 0] + 1
+    width = boxes[:, 3] - boxes[:, 2] + 1
+    keep = kept_at_edge(parts, marks.candidate, reading.ink.shape)
+    index = keep.nonzero().flatten().tolist()
+    if not index:
+        return []
+    heaviest = float(parts.mass[index].max())
+    tallest = float(height[[i for i in index if parts.mass[i] >= BODY_MASS * heaviest]].max())
+    tall = [i for i in index if height[i] >= DIGIT_HEIGHT * tallest]
+    near = nearby(marks, keep, tallest)
+    joined = {i: {i} for i in tall}
+    for a, b in itertools.combinations(tall, 2):
+        broken = near[a] == near[b] and narrow(boxes[a], boxes[b])
+        if (broken or shared_columns(boxes[a], boxes[b]) >= SHARED * min(width[a], width[b])) and \
+                joined[a] is not joined[b]:
+            union = joined[a] | joined[b]
+            for i in union:
+                joined[i] = union
+    digits = {id(g): g for g in joined.values()}
+    for i in index:
+        if i in joined:
+            continue
+        # A small mark belongs to the digit whose columns hold most of it; one under none is a separator.
+        best = max(digits.values(), key=lambda g: max(shared_columns(boxes[i], boxes[j]) for j in g), default=None)
+        if best and max(shared_columns(boxes[i], boxes[j]) for j in best) >= SHARED * width[i]:
+            best.add(i)
+    found = [marks.mask_of(torch.isin(torch.arange(len(parts.mass)), torch.tensor(list(g)))) for g in digits.values()]
+    found = sorted(found + faint_digits(reading.ink, found, tallest), key=lambda m: int(m.any(0).nonzero()[0]))
+    spans = torch.tensor([box(m) for m in found]).reshape(-1, 4)
+    return [m for k, m in enumerate(found) if not separator(spans, k)]
+
+
+def faint_digits(ink, found, tallest):
+    """Digits fainter than the threshold the others set (a pen running dry, a pencil beside a marker): marks
+    above FAINT of that threshold, digit-sized, clear of the image's edge and of the digits found, on their line."""
+    marks = ink_marks(ink, FAINT)
+    if isinstance(marks, str) or not found:
+        return []
+    taken = torch.stack(found).any(0)
+    rows = taken.any(1).nonzero().flatten()
+    boxes, (h, w) = marks.parts.box, ink.shape
+    height, width = boxes[:, 1] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 2] + 1
+    columns = taken.any(0)
+    extra = []
+    for i in marks.candidate.nonzero().flatten().tolist():
+        top, bottom, left, right = boxes[i].tolist()
+        if (DIGIT_HEIGHT * tallest <= height[i] <= EDGE_HEIGHT * tallest and width[i] <= tallest and top > 0 and
+                left > 0 and bottom < h - 1 and right < w - 1 and not columns[left:right + 1].any() and
+                bottom >= int(rows[0]) and top <= int(rows[-1])):
+            pick = torch.zeros(len(marks.parts.mass), dtype=torch.bool)
+            pick[i] = True
+            extra.append(marks.mask_of(pick))
+    return extra
+
+
+def separator(spans, k):
+    """Whether group k of a line's groups (their boxes: top, bottom, left, right, left to right) is a dot,
+    a comma or a speck rather than a digit: small beside the line's digits and, unless tiny, low on the
+    line (below the middle of the groups either side of it)."""
+    height, width = spans[:, 1] - spans[:, 0] + 1, spans[:, 3] - spans[:, 2] + 1
+    typical = float(height.float().median())
+    if height[k] >= SMALL * typical or width[k] >= SMALL * typical or len(spans) == 1:
+        return False
+    if height[k] < TINY * typical and width[k] < TINY * typical:
+        return True
+    middle = (spans[:, 0] + spans[:, 1]).float() / 2
+    beside = [j for j in (k - 1, k + 1) if 0 <= j < len(spans)]
+    return float(middle[k] - middle[beside].mean()) >= LOW * typical
+
+
+def nearby(marks, keep, tallest):
+    """For each mark, a label shared by the kept marks within a few pixels of it (GAP of the tallest digit's
+    height): a stroke that a faint pen or a hairline broke is one again, where digits written apart stay apart."""
+    mask = marks.mask_of(keep)
+    reach = max(1, round(GAP * tallest)) * 2 + 1
+    labels = components(dilate(mask.float(), reach) > 0)
+    near = torch.zeros(len(keep), dtype=torch.long)
+    near.scatter_reduce_(0, marks.parts.inverse, labels[marks.weak], "amax")
+    return near.tolist()
+
+
+def narrow(a, b):
+    """Whether two boxes (top, bottom, left, right) together are no wider than one digit (ONE_WIDE of their height)."""
+    width = max(a[3], b[3]) - min(a[2], b[2]) + 1
+    return int(width) <= ONE_WIDE * int(max(a[1], b[1]) - min(a[0], b[0]) + 1)
+
+
+def kept_at_edge(parts, candidate, shape):
+    """The marks that may be digits: those free of the image's edge (preprocess.free_of_edge), and those
+    touching it that are digit-sized, as the first and last digits of a number cropped tight are."""
+    free = free_of_edge(parts, candidate, shape)
+    if free.equal(candidate):
+        return candidate
+    height, width = parts.box[:, 1] - parts.box[:, 0] + 1, parts.box[:, 3] - parts.box[:, 2] + 1
+    tallest = float(height[free].max())
+    dense = parts.density >= float(parts.density[free].median()) / DENSER  # a shadow's false ink is faint
+    return free | (candidate & dense & (height <= EDGE_HEIGHT * tallest) & (width <= EDGE_WIDTH * tallest))
+
+
+def shared_columns(a, b):
+    """How many columns two boxes (top, bottom, left, right) share."""
+    return max(0, int(min(a[3], b[3]) - max(a[2], b[2])) + 1)
+
+
+def several(reading):
+    """Whether the image plainly holds several digits side by side: two or more digit-sized groups that look
+    like strokes clear of the image's edge (preprocess.digit_like: a shadow's or a page's edge does not), each
+    clear of the next one's columns."""
+    inside = [box(m) for m in groups(reading) if digit_like(m)]
+    return len(inside) >= 2 and all(a[3] < b[2] for a, b in itertools.pairwise(inside))
+
+
+def read_number(reading, recognise, name="image"):
+    """The Digits of a Reading, left to right; touching digits cut apart where the model reads them best. A
+    UserError when nothing there is digit-sized."""
+    masks = groups(reading)
+    if not masks:
+        raise UserError(f"{name}: no digit found (only specks or separators)")
+    digits = []
+    for mask in masks:
+        digits += best_cut(reading.ink, mask, recognise, widest_digit(masks))
+    return digits
+
+
+def widest_digit(masks):
+    """How wide one digit on this line can be: WIDER times the median width of the groups no wider than
+    tall, when there are two or more; else LONE times the tallest group's height (a lone mark may be
+    two digits touching)."""
+    sizes = [(int(m.any(0).sum()), int(m.any(1).sum())) for m in masks]
+    narrow = [w for w, h in sizes if w <= h]
+    if len(narrow) >= 2:
+        return WIDER * float(torch.tensor(narrow, dtype=torch.float).median())
+    return LONE * max(h for _, h in sizes)
+
+
+def best_cut(ink, mask, recognise, widest):
+    """The Digits in one group's mask: uncut, or cut into two or three where the ink is thinnest when it is
+    wider than `widest`: the option whose pieces the model reads best (their mean log-probability), where a
+    cut counts only when each of its pieces is read more confidently than the uncut mark, and at least
+    CONFIDENT. A mark wider than MUST_CUT of its height is no single digit: it is cut."""
+    width, height = int(mask.any(0).sum()), int(mask.any(1).sum())
+    options = [[mask]]
+    if width > widest:
+        seen = set()
+        for option in (cut(ink, mask, at) for at in cut_points(mask)):
+            key = tuple(int(p.sum()) for p in option)
+            if option and key not in seen:  # paths from nearby columns often meet: each cut read once
+                seen.add(key)
+                options.append(option)
+    if len(options) == 1:
+        return [digit_of(ink, mask)]
+    flat = [p for option in options for p in option]
+    images = [framed(Reading(ink, p)) for p in flat]
+    top = recognise(torch.stack(images)).max(1).values.clamp_min(1e-9).log()
+    whole = float(top[0])
+    must = width > MUST_CUT * height
+    scores, start = [-math.inf if must else whole], 1
+    for option in options[1:]:
+        pieces = top[start:start + len(option)]
+        start += len(option)
+        trusted = must or float(pieces.min()) > max(whole, math.log(CONFIDENT))
+        scores.append(float(pieces.mean()) if trusted else -math.inf)
+    best = max(range(len(options)), key=scores.__getitem__)
+    start = sum(len(option) for option in options[:best])
+    return [Digit(images[start + i], box_of(p)) for i, p in enumerate(options[best])]
+
+
+def cut_points(mask):
+    """The columns to start cuts from, one every STRIDE of the height, and pairs of them, each leaving a piece at
+    least NARROWEST of the height wide (cut_path then finds where the ink is thinnest near each)."""
+    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+    height = int(rows[-1] - rows[0]) + 1
+    left, right = int(cols[0]), int(cols[-1])
+    margin = max(1, round(NARROWEST * height))
+    starts = list(range(left + margin, right - margin + 1, max(1, round(STRIDE * height))))
+    return [(x,) for x in starts] + [(a, b) for a, b in itertools.combinations(starts, 2) if b - a >= margin]
+
+
+def cut(ink, mask, at):
+    """The mask cut into pieces along a path from its top to its bottom near each of columns `at`, the path
+    crossing the least ink (cut_path: two digits that overlap, not only touch, come apart whole); marks with
+    less than FRAGMENT of their piece's heaviest one's ink (stray stroke ends) left out. [] when a piece
+    would be empty."""
+    rows = mask.any(1).nonzero().flatten()
+    top, bottom = int(rows[0]), int(rows[-1])
+    xs = torch.arange(mask.shape[1])
+    side = torch.zeros(mask.shape, dtype=torch.long)
+    for x in at:
+        path = cut_path(mask[top:bottom + 1], x, max(1, round(REACH * (bottom - top + 1))))
+        side[top:bottom + 1] += xs[None, :] > path[:, None]
+    pieces = []
+    for k in range(len(at) + 1):
+        piece = mask & (side == k)
+        if not piece.any():
+            return []
+        pieces.append(without_fragments(ink, piece))
+    return pieces
+
+
+def cut_path(mask, x, reach):
+    """For each row of `mask`, the column a path from its top to its bottom passes, starting within `reach`
+    of column x and staying there, each row one column at most from the last: the path that crosses the
+    fewest ink pixels (dynamic programming), straight down where several do."""
+    lo, hi = max(0, x - reach), min(mask.shape[1] - 1, x + reach)
+    cost = mask[:, lo:hi + 1].float() + STEP * (torch.arange(lo, hi + 1) - x).abs() / reach
+    total, came = cost[0].clone(), []
+    for row in cost[1:]:
+        options = torch.stack([F.pad(total, (1, 0), value=float("inf"))[:-1], total,
+                               F.pad(total, (0, 1), value=float("inf"))[1:]])
+        best, move = options.min(0)
+        came.append(move - 1)
+        total = row + best
+    path = [int(total.argmin())]
+    for move in reversed(came):
+        path.append(path[-1] + int(move[path[-1]]))
+    return torch.tensor(path[::-1]) + lo
+
+
+def without_fragments(ink, piece):
+    """A cut piece's connected marks with at least FRAGMENT of its heaviest one's ink."""
+    labels = components(piece)
+    if int(labels.max()) <= 1:
+        return piece
+    mass = torch.zeros(int(labels.max()) + 1, dtype=torch.float64).index_add_(0, labels.flatten(),
+                                                                              ink.flatten().double())
+    mass[0] = 0
+    return piece & (mass >= FRAGMENT * mass.max())[labels]
+
+
+def digit_of(ink, mask):
+    return Digit(framed(Reading(ink, mask)), box_of(mask))
+
+
+def box_of(mask):
+    top, bottom, left, right = box(mask)
+    return left, top, right, bottom

@@ -1,0 +1,129 @@
+"""segmentation.py: digits apart, the pieces of one digit, a sloping line, separators skipped, touching digits
+cut where the model reads them best; and when a single-digit reading says the image holds several."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import eval_sets
+import number_sets
+import segmentation
+from inference import probabilities
+from plots import gray_png
+from preprocess import found_digit, read_image
+
+
+@pytest.fixture(scope="module")
+def clearest(trained, mnist_test):
+    """For each digit, the float ink mask of the MNIST test image (of the first 2,000) the model reads it
+    most confidently in: these tests are about segmentation, not about hard digits."""
+    images, labels = mnist_test
+    probs = probabilities(trained.model, images[:2000])
+    masks = {}
+    for d in range(10):
+        score = torch.where(labels[:2000] == d, probs[:, d], torch.zeros(()))
+        masks[d] = images[int(score.argmax()), 0].numpy().astype(np.float32) / 255
+    return masks
+
+
+def reading_of(png):
+    return found_digit(read_image(png))
+
+
+def number_png(mask):
+    """A float ink mask as dark ink on white with a margin: PNG bytes."""
+    return gray_png(((1 - np.pad(mask, 30)) * 255).round().astype(np.uint8))
+
+
+def read(trained, png):
+    digits = segmentation.read_number(reading_of(png), lambda x: probabilities(trained.model, x))
+    return "".join(str(int(p.argmax())) for p in probabilities(trained.model, torch.stack([d.image for d in digits])))
+
+
+def strokes_png(strokes, size=(200, 130), width=7):
+    """Black strokes (lists of points) on white, as a drawn image: PNG bytes."""
+    img = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(img)
+    for stroke in strokes:
+        draw.line(stroke, fill=0, width=width, joint="curve")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_digits_written_apart_are_read_left_to_right(trained, clearest, seed):
+    rng = np.random.default_rng(seed)
+    digits = rng.integers(0, 10, 5).tolist()
+    png = number_png(number_sets.apart([clearest[d] for d in digits], rng))
+    masks = segmentation.groups(reading_of(png))
+    assert len(masks) == 5
+    lefts = [int(m.any(0).nonzero()[0]) for m in masks]
+    assert lefts == sorted(lefts)
+    assert read(trained, png) == "".join(map(str, digits))
+
+
+def test_a_sloping_line_of_digits_of_different_heights(trained, clearest):
+    placed, x = [], 0
+    for k, d in enumerate([3, 1, 4, 7]):
+        mask = number_sets.scaled(eval_sets.crop(clearest[d]), [40, 60, 48, 70][k])
+        placed.append((mask, x, 100 - x // 3 - mask.shape[0]))  # the baseline climbs a third of a pixel a column
+        x += mask.shape[1] + 14
+    png = number_png(number_sets.canvas(placed))
+    assert len(segmentation.groups(reading_of(png))) == 4
+    assert read(trained, png) == "3147"
+
+
+def test_the_pieces_of_one_digit_stay_one(trained):
+    five = [[(20, 20), (60, 20)], [(22, 28), (20, 55), (45, 50), (58, 68), (50, 95), (20, 95)]]  # its bar apart
+    four = [[(110, 20), (100, 70), (155, 70)], [(140, 78), (140, 108)]]  # a stem that does not reach its bar
+    png = strokes_png(five + four)
+    reading = reading_of(png)
+    parts = segmentation.ink_marks(reading.ink).parts
+    assert len(parts.mass) >= 4  # four separate marks ...
+    assert len(segmentation.groups(reading)) == 2  # ... are two digits
+    assert read(trained, png) == "54"
+
+
+def test_dots_commas_and_specks_between_digits_are_skipped(trained, clearest):
+    rng = np.random.default_rng(5)
+    one, two, five = (number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (1, 2, 5))
+    comma, dot = number_sets.separator(60, rng), number_sets.separator(60, np.random.default_rng(0))
+    speck = np.ones((3, 3), np.float32)
+    placed = [(one, 0, -60), (comma, one.shape[1] + 12, -comma.shape[0] + 6), (two, one.shape[1] + 40, -60),
+              (speck, one.shape[1] + two.shape[1] + 55, -30), (dot, one.shape[1] + two.shape[1] + 70, -dot.shape[0]),
+              (five, one.shape[1] + two.shape[1] + 100, -60)]
+    png = number_png(number_sets.canvas(placed))
+    assert len(segmentation.groups(reading_of(png))) == 3
+    assert read(trained, png) == "125"
+
+
+@pytest.mark.parametrize("digits", [[2, 0], [4, 7], [3, 5, 9]])
+def test_touching_digits_are_cut_where_the_model_reads_them(trained, clearest, digits):
+    png = number_png(number_sets.touching([clearest[d] for d in digits], np.random.default_rng(3)))
+    assert len(segmentation.groups(reading_of(png))) == 1  # one mark: the strokes touch
+    assert read(trained, png) == "".join(map(str, digits))
+
+
+def test_a_lone_digit_is_not_cut(trained, clearest):
+    for d in range(10):
+        assert read(trained, number_png(clearest[d])) == str(d)
+
+
+def test_the_cut_path_crosses_the_least_ink():
+    mask = torch.zeros(20, 30, dtype=torch.bool)
+    mask[:, 5:12] = True
+    mask[:, 16:25] = True
+    mask[8:10, 12:16] = True  # a bridge between two blocks, as touching strokes are
+    path = segmentation.cut_path(mask, 14, 5)
+    assert len(path) == 20 and all(12 <= x <= 15 for x in path.tolist())
+    assert int(mask[torch.arange(20), path].sum()) == 2  # only the bridge is crossed
+
+
+def test_several_says_a_row_of_digits_from_one(clearest):
+    rng = np.random.default_rng(0)
+    assert segmentation.several(reading_of(number_png(number_sets.apart([clearest[d] for d in (4, 0, 2)], rng))))
+    for d in range(10):
+        assert not segmentation.several(reading_of(number_png(clearest[d])))
