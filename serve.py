@@ -8,6 +8,10 @@ which runs predict.py's own preprocessing and inference:
 
     POST /predict   body: the image file's bytes (any format predict.py reads), at most 10 MB
     200 {"digit": d, "probabilities": [10 floats], "low_confidence": bool, "input": "<28x28 PNG, base64>"}
+    POST /predict?number=1   every digit, left to right (predict.py --number):
+    200 {"number": "90210", "digits": [{"digit": d, "probabilities": [10 floats], "box": [left, top, right,
+         bottom] as shares of the image's width and height}, ...], "low_confidence": bool (any digit),
+         "input": "<the digits the model saw side by side, 28 px tall, PNG, base64>"}
     400 / 411 / 413 / 404 {"error": "<one line>"}
     503 {"error": ...} with Retry-After, when DECODING images are already being read and none finishes
         within QUEUE_WAIT seconds: memory stays bounded whatever the number of uploads at once
@@ -28,12 +32,17 @@ import os
 import socket
 import sys
 import threading
+import urllib.parse
+
+import torch
 
 import plots
 from checkpoint import load_checkpoint
+from imageops import side_by_side
 from inference import low_confidence, probabilities
 from model import MODELS
-from preprocess import prepare
+from preprocess import found_digit, framed, read_image
+from segmentation import read_number
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 MAX_BODY = 10 * 1024 * 1024   # bytes: a 12-megapixel phone JPEG is 3-6 MB
@@ -73,13 +82,34 @@ class Classifier:
         self.model = model
         self.lock = threading.Lock()
 
-    def __call__(self, data):
-        digit = prepare(data, "the uploaded image")  # a cli.UserError when it holds no digit
+    def probabilities(self, digits):
         with self.lock:
-            probs = probabilities(self.model, digit[None])[0]
-        return {"digit": int(probs.argmax()), "probabilities": [round(float(p), 6) for p in probs],
-                "low_confidence": low_confidence(probs),
-                "input": base64.b64encode(plots.digit_png(digit)).decode("ascii")}
+            return probabilities(self.model, digits)
+
+    def __call__(self, data, number=False):
+        """The answer for one image's bytes; a cli.UserError when it holds no digit."""
+        name = "the uploaded image"
+        reading = found_digit(read_image(data, name), name)
+        if not number:
+            digit = framed(reading)
+            probs = self.probabilities(digit[None])[0]
+            return {"digit": int(probs.argmax()), "probabilities": rounded(probs),
+                    "low_confidence": low_confidence(probs),
+                    "input": base64.b64encode(plots.digit_png(digit)).decode("ascii")}
+        digits = read_number(reading, self.probabilities, name)
+        images = torch.stack([d.image for d in digits])
+        probs = self.probabilities(images)
+        h, w = reading.ink.shape
+        return {"number": "".join(str(int(p.argmax())) for p in probs),
+                "digits": [{"digit": int(p.argmax()), "probabilities": rounded(p),
+                            "box": [round(d.box[0] / w, 4), round(d.box[1] / h, 4), round((d.box[2] + 1) / w, 4),
+                                    round((d.box[3] + 1) / h, 4)]} for d, p in zip(digits, probs, strict=True)],
+                "low_confidence": any(low_confidence(p) for p in probs),
+                "input": base64.b64encode(plots.digit_png(side_by_side(images))).decode("ascii")}
+
+
+def rounded(probs):
+    return [round(float(p), 6) for p in probs]
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -107,7 +137,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         if not self.host_is_ours():
             return None
-        if self.path != "/predict":
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        if url.path != "/predict":
             self.close_connection = True  # its body is left unread
             return self.send_json(404, {"error": f"nothing to POST at {self.path[:200]}: POST images to /predict"})
         length = self.headers.get("Content-Length")
@@ -131,7 +163,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if len(data) < length:
                 self.close_connection = True
                 return self.send_json(400, {"error": "the upload was cut short: send the whole file"})
-            answer = self.server.classify(data)
+            answer = self.server.classify(data, number=query.get("number", ["0"])[-1] not in ("", "0"))
         except cli.OneLineError as e:
             return self.send_json(400, {"error": str(e)})
         finally:

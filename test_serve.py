@@ -122,6 +122,25 @@ def test_a_drawing_is_read(server, digit):
     assert status == 200 and answer["digit"] == digit and not answer["low_confidence"]
 
 
+def test_number_mode_answers_every_digit_with_its_box(server, trained, mnist_test):
+    images, labels = mnist_test
+    row = torch.cat([255 - images[i][0] for i in (0, 1, 2)], dim=1)  # 7, 2, 1 side by side, apart
+    wide = torch.nn.functional.pad(row, (20, 20, 20, 20), value=255)
+    status, body, _ = request(server, "POST", "/predict?number=1", gray_png(wide.numpy()))
+    assert status == 200, body
+    assert body["number"] == "721" and [d["digit"] for d in body["digits"]] == [7, 2, 1]
+    lefts = [d["box"][0] for d in body["digits"]]
+    assert lefts == sorted(lefts) and all(0 <= v <= 1 for d in body["digits"] for v in d["box"])
+    for d, i in zip(body["digits"], (0, 1, 2), strict=True):  # each box holds its digit's third of the row
+        assert i / 3 - 0.02 <= d["box"][0] < d["box"][2] <= (i + 1) / 3 + 0.02
+        assert abs(sum(d["probabilities"]) - 1) < 1e-4
+    assert body["low_confidence"] == any(max(d["probabilities"]) < 0.6 for d in body["digits"])
+    seen = Image.open(io.BytesIO(base64.b64decode(body["input"])))
+    assert seen.size == (84, 28)
+    status, body, _ = request(server, "POST", "/predict?number=0", gray_png(wide.numpy()))
+    assert status == 200 and "number" not in body and len(body["probabilities"]) == 10
+
+
 @pytest.mark.parametrize("body, status, needle", [
     (b"hello, not an image", 400, "the uploaded image is not a readable image (UnidentifiedImageError): pass an image"),
     (gray_png(torch.full((64, 64), 255, dtype=torch.uint8).numpy()), 400, "no digit found"),
@@ -185,7 +204,8 @@ def test_the_page_is_one_offline_file(server):
     with open(os.path.join(HERE, "page.html"), "rb") as f:
         assert page == f.read()
     text = page.decode()
-    assert "<canvas" in text and 'type="file"' in text and 'fetch("/predict"' in text
+    assert "<canvas" in text and 'type="file"' in text
+    assert 'fetch(numberMode.checked ? "/predict?number=1" : "/predict"' in text
     assert "http://" not in text and "https://" not in text and "<link" not in text  # nothing fetched from elsewhere
 
 
@@ -351,10 +371,11 @@ def chromium():
     return path
 
 
-def draw(page, strokes):
-    """Each stroke with the mouse, point by point, as a hand would, on the pad's own coordinates."""
+def draw(page, strokes, width=280):
+    """Each stroke with the mouse, point by point, as a hand would, on the pad's own coordinates (`width`
+    pixels wide: 280, or 700 in number mode)."""
     box = page.locator("#pad").bounding_box()
-    scale = box["width"] / 280
+    scale = box["width"] / width
     for stroke in strokes:
         x, y = stroke[0]
         page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
@@ -403,3 +424,34 @@ def test_the_page_in_a_real_browser(server, mnist_test, tmp_path):
         page.screenshot(path=str(tmp_path / "page.png"))
         browser.close()
     print(f"screenshots in {tmp_path}")
+
+
+@pytest.mark.slow
+def test_number_mode_in_a_real_browser(server, tmp_path):
+    """A three-digit number drawn stroke by stroke on the wide pad, read as the number with a bar per digit."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium()
+    strokes = ([[(x + 160 * k, y) for x, y in stroke] for stroke in DRAWN[d]] for k, d in enumerate((1, 7, 0)))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 700})
+        page.goto(f"http://{server[0]}:{server[1]}/")
+        page.check("#number")
+        assert page.locator("#pad").evaluate("pad => pad.width") == 700
+        for stroke in strokes:  # 1, then 7, then 0, 160 pad pixels apart
+            draw(page, stroke, width=700)
+        expect(page.locator("#answer")).to_have_text("170", timeout=15_000)
+        expect(page.locator("#bars")).to_be_hidden()  # one bar per digit instead of the ten
+        cells = page.locator("#digits > div")
+        expect(cells).to_have_count(3)
+        assert [cells.nth(i).locator("b").inner_text() for i in range(3)] == ["1", "7", "0"]
+        assert all(0 < float(t.rstrip("%")) <= 100 for t in page.locator("#digits span").all_inner_texts())
+        assert page.locator("#seen").get_attribute("src").startswith("data:image/png;base64,")
+        page.screenshot(path=str(tmp_path / "page_number.png"))
+        page.uncheck("#number")  # back to one digit: the narrow pad and the ten bars
+        assert page.locator("#pad").evaluate("pad => pad.width") == 280
+        draw(page, DRAWN[7])
+        expect(page.locator("#answer")).to_have_text("7", timeout=15_000)
+        expect(page.locator("#bars")).to_be_visible()
+        browser.close()
