@@ -183,10 +183,12 @@ def cut_out(reading):
 
 class Reading(NamedTuple):
     """One polarity's reading of an image: its ink map (0 paper .. 1 ink) and the digit's pixels in it, or
-    mask None and why no digit was found."""
+    mask None and why no digit was found; and the map's Marks the digit was picked from (segmentation.py
+    groups all of them), where it had any."""
     ink: torch.Tensor
     mask: Optional[torch.Tensor]
     why: str = ""
+    marks: Optional["Marks"] = None
 
     def mean_ink(self):
         return self.ink[self.mask].mean()
@@ -371,7 +373,7 @@ def digit_mask(ink):
         return Reading(ink, None, marks)
     keep = marks.mask_of(near_main(marks.parts, free_of_edge(marks.parts, marks.candidate, ink.shape)))
     why = too_faint(marks.cleaned, marks.strong, keep) or specks_or_noise(marks.cleaned, keep)
-    return Reading(ink, None, why) if why else Reading(ink, keep)
+    return Reading(ink, None if why else keep, why, marks)
 
 
 class Marks(NamedTuple):

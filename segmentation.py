@@ -54,15 +54,12 @@ class Digit(NamedTuple):
 
 
 def groups(reading):
-    """The digits' marks, left to right: a boolean mask per digit (possibly digits that touch), from a
-    Reading's ink. Empty when nothing digit-sized is there."""
-    marks = ink_marks(reading.ink)
-    if isinstance(marks, str):
-        return []
+    """The digits' marks, left to right: a boolean mask per digit (possibly digits that touch), from the
+    Marks of a Reading that found a digit (preprocess.found_digit). Empty when nothing digit-sized is there."""
+    marks = reading.marks
     parts = marks.parts
     boxes = parts.box  # top, bottom, left, right
-    height = boxes[:, 1] - boxes[:, 0] + 1
-    width = boxes[:, 3] - boxes[:, 2] + 1
+    height, width = sizes(boxes)
     keep = kept_at_edge(parts, marks.candidate, reading.ink.shape)
     index = keep.nonzero().flatten().tolist()
     if not index:
@@ -87,7 +84,7 @@ def groups(reading):
         best = max(digits.values(), key=lambda g: max(shared_columns(boxes[i], boxes[j]) for j in g), default=None)
         if best and max(shared_columns(boxes[i], boxes[j]) for j in best) >= SHARED * width[i]:
             best.add(i)
-    found = [marks.mask_of(torch.isin(torch.arange(len(parts.mass)), torch.tensor(list(g)))) for g in digits.values()]
+    found = [mask_of_parts(marks, g) for g in digits.values()]
     found = sorted(found + faint_digits(reading.ink, found, tallest), key=lambda m: int(m.any(0).nonzero()[0]))
     spans = torch.tensor([box(m) for m in found]).reshape(-1, 4)
     return [m for k, m in enumerate(found) if not separator(spans, k)]
@@ -102,7 +99,7 @@ def faint_digits(ink, found, tallest):
     taken = torch.stack(found).any(0)
     rows = taken.any(1).nonzero().flatten()
     boxes, (h, w) = marks.parts.box, ink.shape
-    height, width = boxes[:, 1] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 2] + 1
+    height, width = sizes(boxes)
     columns = taken.any(0)
     extra = []
     for i in marks.candidate.nonzero().flatten().tolist():
@@ -110,10 +107,18 @@ def faint_digits(ink, found, tallest):
         if (DIGIT_HEIGHT * tallest <= height[i] <= EDGE_HEIGHT * tallest and width[i] <= tallest and top > 0 and
                 left > 0 and bottom < h - 1 and right < w - 1 and not columns[left:right + 1].any() and
                 bottom >= int(rows[0]) and top <= int(rows[-1])):
-            pick = torch.zeros(len(marks.parts.mass), dtype=torch.bool)
-            pick[i] = True
-            extra.append(marks.mask_of(pick))
+            extra.append(mask_of_parts(marks, [i]))
     return extra
+
+
+def sizes(boxes):
+    """Heights and widths of boxes (top, bottom, left, right), inclusive."""
+    return boxes[:, 1] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 2] + 1
+
+
+def mask_of_parts(marks, index):
+    """The pixels of the Marks' components numbered in `index`."""
+    return marks.mask_of(torch.isin(torch.arange(len(marks.parts.mass)), torch.tensor(list(index))))
 
 
 def separator(spans, k):
@@ -154,7 +159,7 @@ def kept_at_edge(parts, candidate, shape):
     free = free_of_edge(parts, candidate, shape)
     if free.equal(candidate):
         return candidate
-    height, width = parts.box[:, 1] - parts.box[:, 0] + 1, parts.box[:, 3] - parts.box[:, 2] + 1
+    height, width = sizes(parts.box)
     tallest = float(height[free].max())
     dense = parts.density >= float(parts.density[free].median()) / DENSER  # a shadow's false ink is faint
     return free | (candidate & dense & (height <= EDGE_HEIGHT * tallest) & (width <= EDGE_WIDTH * tallest))
@@ -179,10 +184,8 @@ def read_number(reading, recognise, name="image"):
     masks = groups(reading)
     if not masks:
         raise UserError(f"{name}: no digit found (only specks or separators)")
-    digits = []
-    for mask in masks:
-        digits += best_cut(reading.ink, mask, recognise, widest_digit(masks))
-    return digits
+    widest = widest_digit(masks)
+    return [digit for mask in masks for digit in best_cut(reading.ink, mask, recognise, widest)]
 
 
 def widest_digit(masks):
@@ -280,7 +283,9 @@ def cut_path(mask, x, reach):
 
 
 def without_fragments(ink, piece):
-    """A cut piece's connected marks with at least FRAGMENT of its heaviest one's ink."""
+    """A cut piece's connected marks with at least FRAGMENT of its heaviest one's ink (per label, as
+    preprocess.Components sums it, without the boxes and densities it also works out: this runs for every
+    piece of every cut tried)."""
     labels = components(piece)
     if int(labels.max()) <= 1:
         return piece
