@@ -160,21 +160,30 @@ def evaluate_mnist(model, data_dir, out_dir):
     return report(probabilities(model, images).argmax(1), labels, "MNIST test set", out_dir)
 
 
-def labelled_images(folder):
-    """(path, label) for every file under `folder` that a label can be read for, sorted; and how many
-    files had none."""
+def labelled_files(folder, label_of):
+    """(path, label) for every file under `folder` that label_of(file name, parent folder's name) gives a
+    label for (not None), sorted; and how many files had none."""
     found, unlabelled = [], 0
     for root, _, files in os.walk(folder):
         for name in sorted(files):
-            parent = os.path.basename(root)
-            tag = re.search(r"label(\d)", name)
-            label = (int(parent) if re.fullmatch(r"\d", parent) else int(tag.group(1)) if tag else
-                     int(name[0]) if name[0].isdigit() else None)
+            label = label_of(name, os.path.basename(root))
             if label is None:
                 unlabelled += 1
             else:
                 found.append((os.path.join(root, name), label))
     return sorted(found), unlabelled
+
+
+def digit_label(name, parent):
+    """A single digit's label (LABEL_HELP), or None."""
+    tag = re.search(r"label(\d)", name)
+    return (int(parent) if re.fullmatch(r"\d", parent) else int(tag.group(1)) if tag else
+            int(name[0]) if name[0].isdigit() else None)
+
+
+def labelled_images(folder):
+    """(path, digit) for every file under `folder` that a label can be read for, sorted; and how many had none."""
+    return labelled_files(folder, digit_label)
 
 
 def answers(model, digits):
@@ -228,21 +237,16 @@ def evaluate_folder(model, folder, out_dir):
 
 # ---------------------------------------------------------------- numbers
 
+def number_label(name, parent):
+    """A number's label (NUMBER_LABEL_HELP), as a string of digits, or None."""
+    stem = name.split("_")[0] if "_" in name else None
+    return stem if stem and stem.isascii() and stem.isdigit() else \
+        parent if parent.isascii() and parent.isdigit() else None
+
+
 def numbered_images(folder):
-    """(path, label) for every file under `folder` with a number label (NUMBER_LABEL_HELP), sorted; and how
-    many files had none."""
-    found, unlabelled = [], 0
-    for root, _, files in os.walk(folder):
-        parent = os.path.basename(root)
-        for name in sorted(files):
-            stem = name.split("_")[0] if "_" in name else None
-            label = stem if stem and stem.isascii() and stem.isdigit() else \
-                parent if parent.isascii() and parent.isdigit() else None
-            if label is None:
-                unlabelled += 1
-            else:
-                found.append((os.path.join(root, name), label))
-    return sorted(found), unlabelled
+    """(path, number) for every file under `folder` with a number label, sorted; and how many had none."""
+    return labelled_files(folder, number_label)
 
 
 def read_numbers(model, paths):
