@@ -78,8 +78,7 @@ def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     if args.markdown:
         return args
-    if args.score and not args.checkpoint:
-        raise cli.UserError("--score DIR scores a checkpoint: give --checkpoint CK.pth too")
+    check_scoring_flags(args)
     if not args.out and not args.score:
         raise cli.UserError("--out DIR is needed: a new folder for the sets (or --markdown JSON for a table)")
     args.sets = args.sets and [n.strip() for n in args.sets.split(",") if n.strip()]
@@ -90,14 +89,21 @@ def parse_args(argv=None):
         args.thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
     except ValueError:
         raise cli.UserError(f"--thresholds {args.thresholds!r}: give numbers, e.g. 0.5,0.6,0.7") from None
+    args.photos = args.photos or (PHOTOS // 2 if args.half else PHOTOS)
+    cli.check_range("--photos", args.photos, 10, 100_000)
+    return args
+
+
+def check_scoring_flags(args):
+    """What this script and number_sets.py check alike: scoring and --json need a checkpoint, --json a file
+    that can be written, --seed a seed numpy takes."""
+    if args.score and not args.checkpoint:
+        raise cli.UserError("--score DIR scores a checkpoint: give --checkpoint CK.pth too")
     if args.json and not args.checkpoint:
         raise cli.UserError("--json writes scores: give --checkpoint CK.pth too")
     if args.json:
         cli.check_out_file(args.json, "--json")
-    args.photos = args.photos or (PHOTOS // 2 if args.half else PHOTOS)
-    cli.check_range("--photos", args.photos, 10, 100_000)
     cli.check_range("--seed", args.seed, 0, 2**32 - 1)
-    return args
 
 
 # ---------------------------------------------------------------- fonts
@@ -454,9 +460,36 @@ def markdown(scores):
     table = cli.markdown_table(["set", "what", "images", "accuracy", "flagged low confidence", "no digit found"],
                                rows, align="llrrrr")
     caught = ", ".join(f"{n['kind']}s {n['caught']:.1f}% (of {n['images']})" for n in scores["nondigits"])
-    half = f"The {scores['half']} half of every set (`--half {scores['half']}`). " if scores.get("half") else ""
+    half = f"{half_note(scores)} " if scores.get("half") else ""
     return (f"{table}\n{half}Non-digits flagged low confidence (top probability under {scores['low_confidence']}) or "
             f"\"no digit found\": {caught}.\n")
+
+
+def half_note(scores):
+    """The tables' line on which half of the sets a --json file's scores are of."""
+    return f"The {scores['half']} half of every set (`--half {scores['half']}`)."
+
+
+def sets_folder(args, write, what, need_bytes):
+    """The folder to score: --score DIR, or --out DIR once write(DIR) has written the sets into it (a new or
+    empty folder with room for `need_bytes`; write returns {set name: count}, printed as `what`)."""
+    if args.score:
+        if not os.path.isdir(args.score):
+            raise cli.UserError(f"--score {args.score!r} is not a folder: give the --out folder the sets were "
+                                "written to")
+        return args.score
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        raise cli.UserError(f"--out {args.out!r} is not empty: give a new folder (the sets are written afresh)")
+    cli.check_out_dir(args.out, "--out", need_bytes=need_bytes)
+    counts = write(args.out)
+    print("wrote " + ", ".join(f"{name} {n:,}" for name, n in counts.items()) + f" {what} under {args.out}")
+    return args.out
+
+
+def save_scores(path, scores, half, **more):
+    """A score result as the --json file, with the half, the date and `more`, written whole or not at all."""
+    scores.update(half=half, date=time.strftime("%Y-%m-%d"), **more)
+    cli.atomic_write(path, (json.dumps(scores, indent=2) + "\n").encode())
 
 
 def main(argv=None):
@@ -464,20 +497,12 @@ def main(argv=None):
     if args.markdown:
         print(markdown(cli.read_json(args.markdown, "--markdown")), end="")
         return
-    if not args.score:
-        if os.path.isdir(args.out) and os.listdir(args.out):
-            raise cli.UserError(f"--out {args.out!r} is not empty: give a new folder (the sets are written afresh)")
-        cli.check_out_dir(args.out, "--out", need_bytes=300_000_000)
-        counts = write_sets(args.out, args.seed, args.photos, args.data_dir, args.half)
-        print("wrote " + ", ".join(f"{name} {n:,}" for name, n in counts.items()) + f" images under {args.out}")
-    elif not os.path.isdir(args.score):
-        raise cli.UserError(f"--score {args.score!r} is not a folder: give the --out folder the sets were written to")
+    folder = sets_folder(args, lambda out: write_sets(out, args.seed, args.photos, args.data_dir, args.half),
+                         "images", 300_000_000)
     if args.checkpoint:
-        scores = score(args.checkpoint, args.score or args.out, args.sets, args.thresholds)
+        scores = score(args.checkpoint, folder, args.sets, args.thresholds)
         if args.json:
-            scores.update(half=args.half, date=time.strftime("%Y-%m-%d"),
-                          command=cli.command_line("eval_sets.py", argv))
-            cli.atomic_write(args.json, (json.dumps(scores, indent=2) + "\n").encode())
+            save_scores(args.json, scores, args.half, command=cli.command_line("eval_sets.py", argv))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ digits in a quarter of them:
   touching     2-3 MNIST test digits whose strokes touch, dark on white
 The digits come from the same half (`--half`) of each source as eval_sets.py's single-digit sets.
 """
-import json
 import os
-import time
 
 import numpy as np
 
@@ -55,10 +53,9 @@ def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     if args.markdown:
         return args
+    eval_sets.check_scoring_flags(args)
     if not args.out and not args.score:
         raise cli.UserError("give --out DIR to write the sets (or --score DIR to score written ones, or --markdown)")
-    if args.json and not args.checkpoint:
-        raise cli.UserError("--json writes scores: give --checkpoint too")
     if args.numbers is None:
         args.numbers = NUMBERS // 2 if args.half else NUMBERS
     cli.check_range("--numbers", args.numbers, 1, 100_000)
@@ -244,8 +241,7 @@ def markdown(scores):
     rows = [[f"`{r['name']}`", SETS[r["name"]], f"{r['numbers']:,} ({r['digits']:,} digits)", f"{r['whole']:.2f}%",
              f"{r['per_digit']:.2f}%"] for r in scores["sets"]]
     table = cli.markdown_table(["set", "what", "numbers", "whole number", "per digit"], rows, align="llrrr")
-    return table + (f"\nThe {scores['half']} half of every set (`--half {scores['half']}`).\n" if scores.get("half")
-                    else "")
+    return table + (f"\n{eval_sets.half_note(scores)}\n" if scores.get("half") else "")
 
 
 def main(argv=None):
@@ -253,20 +249,12 @@ def main(argv=None):
     if args.markdown:
         print(markdown(cli.read_json(args.markdown, "--markdown")), end="")
         return
-    if not args.score:
-        if os.path.isdir(args.out) and os.listdir(args.out):
-            raise cli.UserError(f"--out {args.out!r} is not empty: give a new folder (the sets are written afresh)")
-        cli.check_out_dir(args.out, "--out", need_bytes=100_000_000)
-        counts = write_sets(args.out, args.seed, args.numbers, args.data_dir, args.half)
-        print("wrote " + ", ".join(f"{name} {n:,}" for name, n in counts.items()) + f" numbers under {args.out}")
-    elif not os.path.isdir(args.score):
-        raise cli.UserError(f"--score {args.score!r} is not a folder: give the --out folder the sets were written to")
+    folder = eval_sets.sets_folder(args, lambda out: write_sets(out, args.seed, args.numbers, args.data_dir, args.half),
+                                   "numbers", 100_000_000)
     if args.checkpoint:
-        scores = score(args.checkpoint, args.score or args.out)
+        scores = score(args.checkpoint, folder)
         if args.json:
-            scores.update(half=args.half, seed=args.seed, date=time.strftime("%Y-%m-%d"))
-            with open(args.json, "w") as f:
-                json.dump(scores, f, indent=2)
+            eval_sets.save_scores(args.json, scores, args.half, seed=args.seed)
             print(f"saved {args.json}")
 
 

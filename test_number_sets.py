@@ -52,6 +52,8 @@ def test_sets_are_reproducible_and_labelled_by_file_name(tmp_path, data_dir):
 def test_flags_that_do_not_go_together(in_process, one_line_error, tmp_path):
     one_line_error(in_process(number_sets.main, []), "give --out DIR")
     one_line_error(in_process(number_sets.main, ["--out", tmp_path / "x", "--json", "s.json"]), "give --checkpoint")
+    one_line_error(in_process(number_sets.main, ["--score", tmp_path]), "give --checkpoint")
+    one_line_error(in_process(number_sets.main, ["--out", tmp_path / "x", "--seed", "-1"]), "--seed must be between")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
     one_line_error(in_process(number_sets.main, ["--out", tmp_path / "full"]), "is not empty")
