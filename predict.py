@@ -31,7 +31,7 @@ from imageops import side_by_side
 from inference import low_confidence, probabilities
 from model import MODELS
 from preprocess import FORMATS, found_digit, framed, read_image, to_mnist
-from segmentation import read_number, several
+from segmentation import images_of, number_read, read_number, several
 
 LABEL_HELP = ("labels come from the parent folder's name (0-9), else from 'label<d>' in the file name, "
               "else from the file name's first character when it is a digit")
@@ -87,7 +87,7 @@ def format_prediction(path, probs, top):
 def format_number(path, probs):
     """`PATH: 90210 (9 98.1%, 0 99.0%, ...)`, then ` [low confidence]` when any digit's top probability is low."""
     values, digits = probs.max(1)
-    line = (f"{path}: " + "".join(str(int(d)) for d in digits) + " (" +
+    line = (f"{path}: " + number_read(probs) + " (" +
             ", ".join(f"{int(d)} {100 * float(v):.1f}%" for v, d in zip(values, digits, strict=True)) + ")")
     return line + (" [low confidence]" if any(low_confidence(p) for p in probs) else "")
 
@@ -98,10 +98,10 @@ def classify(model, paths, args):
         cli.check_out_dir(args.show, "--show")
     readings = [found_digit(read_image(cli.read_file(path, "image"), path), path) for path in paths]
     if args.number:
-        numbers = [read_number(reading, recogniser(model), path) for reading, path in zip(readings, paths, strict=True)]
-        shown = [side_by_side(torch.stack([d.image for d in number])) for number in numbers]
-        lines = [format_number(path, probabilities(model, torch.stack([d.image for d in number])))
-                 for path, number in zip(paths, numbers, strict=True)]
+        numbers = [images_of(read_number(reading, recogniser(model), path))
+                   for reading, path in zip(readings, paths, strict=True)]
+        shown = [side_by_side(number) for number in numbers]
+        lines = [format_number(path, probabilities(model, number)) for path, number in zip(paths, numbers, strict=True)]
     else:
         shown = torch.stack([framed(reading) for reading in readings])
         lines = [format_prediction(path, probs, args.top) + (SEVERAL if several(reading) else "")
@@ -260,12 +260,11 @@ def read_numbers(model, paths):
             read.append(("", None, None))
             continue
         try:
-            digits = torch.stack([d.image for d in read_number(found_digit(gray, path), recogniser(model), path)])
+            digits = images_of(read_number(found_digit(gray, path), recogniser(model), path))
         except cli.UserError:
             read.append(("", None, gray))
             continue
-        text = "".join(str(int(d)) for d in probabilities(model, digits).argmax(1))
-        read.append((text, digits, gray))
+        read.append((number_read(probabilities(model, digits)), digits, gray))
     return read
 
 

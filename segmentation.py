@@ -188,6 +188,16 @@ def read_number(reading, recognise, name="image"):
     return [digit for mask in masks for digit in best_cut(reading.ink, mask, recognise, widest)]
 
 
+def images_of(digits):
+    """The Digits' 28x28 images as one (K, 1, 28, 28) batch, left to right."""
+    return torch.stack([d.image for d in digits])
+
+
+def number_read(probs):
+    """The number a batch of digits' probabilities (K, 10) reads as: its most probable digits, as text."""
+    return "".join(str(int(d)) for d in probs.argmax(1))
+
+
 def widest_digit(masks):
     """How wide one digit on this line can be: WIDER times the median width of the groups no wider than
     tall, when there are two or more; else LONE times the tallest group's height (a lone mark may be

@@ -34,15 +34,13 @@ import sys
 import threading
 import urllib.parse
 
-import torch
-
 import plots
 from checkpoint import load_checkpoint
 from imageops import side_by_side
 from inference import low_confidence, probabilities
 from model import MODELS
 from preprocess import found_digit, framed, read_image
-from segmentation import read_number
+from segmentation import images_of, number_read, read_number
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 MAX_BODY = 10 * 1024 * 1024   # bytes: a 12-megapixel phone JPEG is 3-6 MB
@@ -97,10 +95,10 @@ class Classifier:
                     "low_confidence": low_confidence(probs),
                     "input": base64.b64encode(plots.digit_png(digit)).decode("ascii")}
         digits = read_number(reading, self.probabilities, name)
-        images = torch.stack([d.image for d in digits])
+        images = images_of(digits)
         probs = self.probabilities(images)
         h, w = reading.ink.shape
-        return {"number": "".join(str(int(p.argmax())) for p in probs),
+        return {"number": number_read(probs),
                 "digits": [{"digit": int(p.argmax()), "probabilities": rounded(p),
                             "box": [round(d.box[0] / w, 4), round(d.box[1] / h, 4), round((d.box[2] + 1) / w, 4),
                                     round((d.box[3] + 1) / h, 4)]} for d, p in zip(digits, probs, strict=True)],

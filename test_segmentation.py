@@ -39,7 +39,7 @@ def number_png(mask):
 
 def read(trained, png):
     digits = segmentation.read_number(reading_of(png), lambda x: probabilities(trained.model, x))
-    return "".join(str(int(p.argmax())) for p in probabilities(trained.model, torch.stack([d.image for d in digits])))
+    return segmentation.number_read(probabilities(trained.model, segmentation.images_of(digits)))
 
 
 def strokes_png(strokes, size=(200, 130), width=7):
