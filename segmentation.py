@@ -9,7 +9,10 @@ heights read as well as a straight one; marks much smaller than the digits besid
 them (dots, commas, specks) are skipped. A mark too wide for one digit may be digits that touch, as
 handwriting often has them: it is cut where its ink is thinnest, into two or three, and the cut the model
 reads most confidently is kept, as LeCun's cheque readers did (`recognise` is the model: (N, 1, 28, 28)
-uint8 in, (N, 10) probabilities out). Nothing here imports the model.
+uint8 in, (N, 10) probabilities out). Nothing here imports the model. The model reads stray pieces of
+strokes, and two digits squeezed into one box, confidently too, so a cut's pieces are read from a few
+views (slightly turned, scaled, moved: a stray piece's reading drifts, a whole digit's holds), and a piece
+much wider than MNIST's digits of its reading counts against its cut (EXPERIMENTS.md, "Reading whole numbers").
 """
 import itertools
 import math
@@ -44,6 +47,14 @@ REACH = 0.25        # a cut's path strays at most this share of the height from 
 STEP = 0.1          # ... and pays this much (in ink pixels) for straying that far, so it runs straight where it can
 CONFIDENT = 0.5     # each piece of a cut is read at least this confidently, and more than the uncut mark
 MUST_CUT = 1.6     # a mark wider than this share of its height is cut (a few MNIST digits in a thousand are)
+# log(width / height) of MNIST's training digits, mean and spread, for each digit 0-9 (EXPERIMENTS.md) ...
+SHAPES = torch.tensor([[-0.106, -0.931, -0.071, -0.235, -0.241, -0.074, -0.326, -0.264, -0.282, -0.395],
+                       [0.196, 0.459, 0.218, 0.212, 0.212, 0.258, 0.217, 0.215, 0.221, 0.205]])
+TOO_WIDE = 0.2      # ... and how much a piece pays, in log-probability, per squared spread it is wider
+# The views a cut's pieces are read from: (turn in degrees, scale, move right, move down; a move in shares
+# of half the 28-pixel field, so 0.12 is under two pixels)
+VIEWS = [(0, 1, 0, 0), (12, 1, 0, 0), (-12, 1, 0, 0), (0, 0.85, 0, 0), (0, 1.15, 0, 0),
+         (0, 1, 0.12, 0), (0, 1, -0.12, 0), (0, 1, 0, 0.12), (0, 1, 0, -0.12)]
 
 
 class Digit(NamedTuple):
@@ -211,9 +222,10 @@ def widest_digit(masks):
 
 def best_cut(ink, mask, recognise, widest):
     """The Digits in one group's mask: uncut, or cut into two or three where the ink is thinnest when it is
-    wider than `widest`: the option whose pieces the model reads best (their mean log-probability), where a
-    cut counts only when each of its pieces is read more confidently than the uncut mark, and at least
-    CONFIDENT. A mark wider than MUST_CUT of its height is no single digit: it is cut."""
+    wider than `widest`: the option whose pieces the model reads best from VIEWS (their mean log-probability,
+    less TOO_WIDE for pieces wider than their digits are), where a cut counts only when each of its pieces
+    is read more confidently than the uncut mark, and at least CONFIDENT. A mark wider than MUST_CUT of its
+    height is no single digit: it is cut."""
     width, height = int(mask.any(0).sum()), int(mask.any(1).sum())
     options = [[mask]]
     if width > widest:
@@ -227,18 +239,41 @@ def best_cut(ink, mask, recognise, widest):
         return [digit_of(ink, mask)]
     flat = [p for option in options for p in option]
     images = [framed(Reading(ink, p)) for p in flat]
-    top = recognise(torch.stack(images)).max(1).values.clamp_min(1e-9).log()
+    top, digit = steady_reading(torch.stack(images), recognise)
+    fit = top - TOO_WIDE * too_wide(flat, digit) ** 2 / 2
     whole = float(top[0])
     must = width > MUST_CUT * height
-    scores, start = [-math.inf if must else whole], 1
+    scores, start = [-math.inf if must else float(fit[0])], 1
     for option in options[1:]:
-        pieces = top[start:start + len(option)]
+        pieces = slice(start, start + len(option))
         start += len(option)
-        trusted = must or float(pieces.min()) > max(whole, math.log(CONFIDENT))
-        scores.append(float(pieces.mean()) if trusted else -math.inf)
+        trusted = must or float(top[pieces].min()) > max(whole, math.log(CONFIDENT))
+        scores.append(float(fit[pieces].mean()) if trusted else -math.inf)
     best = max(range(len(options)), key=scores.__getitem__)
     start = sum(len(option) for option in options[:best])
     return [Digit(images[start + i], box_of(p)) for i, p in enumerate(options[best])]
+
+
+def steady_reading(images, recognise):
+    """Each of (N, 1, 28, 28) uint8 images' most probable digit over VIEWS of it, and the log of its
+    probability there: the mean over the views."""
+    turn, scale, right, down = torch.tensor(VIEWS, dtype=torch.float).T[:, :, None]
+    cos, sin = torch.cos(torch.deg2rad(turn)) / scale, torch.sin(torch.deg2rad(turn)) / scale
+    # theta maps each view's coordinates to the image's: turned, then scaled, then moved
+    theta = torch.stack([torch.cat([cos, -sin, -right], 1), torch.cat([sin, cos, -down], 1)], 1)
+    n = len(images)
+    grid = F.affine_grid(theta.repeat_interleave(n, 0), (len(VIEWS) * n, 1, 28, 28), align_corners=False)
+    seen = F.grid_sample(images.float().repeat(len(VIEWS), 1, 1, 1), grid, align_corners=False)
+    probs = recognise(seen.round().clamp(0, 255).to(torch.uint8)).reshape(len(VIEWS), n, 10).mean(0)
+    top, digit = probs.max(1)
+    return top.clamp_min(1e-9).log(), digit
+
+
+def too_wide(masks, digits):
+    """How many of SHAPES' spreads each mask is wider, for its height, than MNIST's digits of its reading
+    (0 when not wider): two digits squeezed into one box read confidently as one wide digit."""
+    aspect = torch.tensor([int(m.any(0).sum()) / int(m.any(1).sum()) for m in masks]).log()
+    return ((aspect - SHAPES[0][digits]) / SHAPES[1][digits]).clamp_min(0)
 
 
 def cut_points(mask):

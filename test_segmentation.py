@@ -100,7 +100,8 @@ def test_dots_commas_and_specks_between_digits_are_skipped(trained, clearest):
     assert read(trained, png) == "125"
 
 
-@pytest.mark.parametrize("digits", [[2, 0], [4, 7], [3, 5, 9]])
+# 1 6, 0 5 and 1 3 4 were misread before cuts were read from views and too wide a piece paid for it
+@pytest.mark.parametrize("digits", [[2, 0], [4, 7], [3, 5, 9], [1, 6], [0, 5], [1, 3, 4]])
 def test_touching_digits_are_cut_where_the_model_reads_them(trained, clearest, digits):
     png = number_png(number_sets.touching([clearest[d] for d in digits], np.random.default_rng(3)))
     assert len(segmentation.groups(reading_of(png))) == 1  # one mark: the strokes touch
@@ -110,6 +111,39 @@ def test_touching_digits_are_cut_where_the_model_reads_them(trained, clearest, d
 def test_a_lone_digit_is_not_cut(trained, clearest):
     for d in range(10):
         assert read(trained, number_png(clearest[d])) == str(d)
+
+
+def test_too_wide_counts_only_width_beyond_mnists_digits():
+    masks = [torch.ones(20, w, dtype=torch.bool) for w in (36, 16, 6, 16)]
+    wide = segmentation.too_wide(masks, torch.tensor([0, 0, 1, 1]))
+    assert wide[0] > 3  # a 0 nearly twice as wide as tall: two digits in one box
+    assert wide[1] == 0 and wide[2] == 0  # a 0 and a 1 as MNIST draws them
+    assert 0 < wide[3] < wide[0]  # a 1 as wide as a 0 is
+
+
+def test_steady_reading_reads_each_image_from_its_views():
+    seen = []
+
+    def recognise(x):
+        seen.append(x)
+        return torch.full((len(x), 10), 0.1)
+
+    images = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
+    images[0, 0, 14, 8:20] = 255  # a flat bar
+    images[1, 0, 10:18, 14] = 255  # an upright one
+    top, digit = segmentation.steady_reading(images, recognise)
+    views = seen[0].reshape(len(segmentation.VIEWS), 2, 1, 28, 28)
+    assert torch.equal(views[0], images)  # the first view is the image as it is
+    for (turn, scale, right, down), view in zip(segmentation.VIEWS, views, strict=True):
+        ys, xs = torch.nonzero(view[0, 0] > 127, as_tuple=True)
+        if right or down:  # moved right (or down) by that share of half the field
+            assert float(xs.float().mean()) - 13.5 == pytest.approx(right * 14, abs=0.5)
+            assert float(ys.float().mean()) - 14 == pytest.approx(down * 14, abs=0.5)
+        if turn:  # turned: the flat bar's ends at different heights
+            assert int(ys[xs.argmin()]) != int(ys[xs.argmax()])
+        if scale != 1:
+            assert int(xs.max() - xs.min()) + 1 == pytest.approx(12 * scale, abs=1.5)
+    assert torch.allclose(top, torch.tensor(0.1).log().expand(2)) and digit.tolist() == [0, 0]
 
 
 def test_the_cut_path_crosses_the_least_ink():
