@@ -63,15 +63,20 @@ def build_parser():
                    help=f"how many photo-like images (default: {PHOTOS}, or {PHOTOS // 2} with --half)")
     p.add_argument("--half", choices=HALVES,
                    help="write only this half of every set (default: the whole sets); with --score, the half DIR holds")
-    p.add_argument("--checkpoint", help="score this model_mnist_*.pth on every set once they are written")
-    p.add_argument("--score", metavar="DIR", help="score --checkpoint on the sets already written under DIR instead")
     p.add_argument("--sets", metavar="LIST", help=f"with --score: only these, from {', '.join(SETS)}, nondigits")
     p.add_argument("--thresholds", metavar="LIST", default="",
                    help="also print what each of these low-confidence thresholds would flag (e.g. 0.5,0.6,0.7)")
+    add_scoring_flags(p)
+    return p
+
+
+def add_scoring_flags(p):
+    """The flags this script and number_sets.py share for scoring written sets (check_scoring_flags checks them)."""
+    p.add_argument("--checkpoint", help="score this model_mnist_*.pth on every set once they are written")
+    p.add_argument("--score", metavar="DIR", help="score --checkpoint on the sets already written under DIR instead")
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON (with --checkpoint)")
     p.add_argument("--markdown", metavar="JSON", help="print the README's table of a --json file's scores and exit")
     cli.add_data_dir(p, "MNIST root (the test digits)")
-    return p
 
 
 def parse_args(argv=None):

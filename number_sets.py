@@ -41,11 +41,7 @@ def build_parser():
     p.add_argument("--numbers", type=int, metavar="N",
                    help=f"numbers in each set (default: {NUMBERS}, or {NUMBERS // 2} with --half)")
     p.add_argument("--half", choices=eval_sets.HALVES, help="draw digits from this half of each source only")
-    p.add_argument("--checkpoint", help="score this model_mnist_*.pth on every set once they are written")
-    p.add_argument("--score", metavar="DIR", help="score --checkpoint on the sets already written under DIR instead")
-    p.add_argument("--json", metavar="FILE", help="also write the scores as JSON (with --checkpoint)")
-    p.add_argument("--markdown", metavar="JSON", help="print the README's table of a --json file's scores and exit")
-    cli.add_data_dir(p, "MNIST root (the test digits)")
+    eval_sets.add_scoring_flags(p)
     return p
 
 
