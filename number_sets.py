@@ -106,6 +106,11 @@ def apart(masks, rng):
 def touching(masks, rng):
     """The digits' masks on one line, each pushed against the one before until their strokes overlap by 1-3
     pixels: one float mask."""
+    return canvas(touching_placed(masks, rng))
+
+
+def touching_placed(masks, rng):
+    """touching's digits, each scaled and placed: [(float mask, left, top), ...] for canvas."""
     height = int(rng.integers(28, 70))
     digits = [scaled(eval_sets.crop(m), height) for m in masks]
     placed = [(digits[0], 0, 0)]
@@ -115,7 +120,7 @@ def touching(masks, rng):
         while x > left and not overlap(placed, digit, x):
             x -= 1
         placed.append((digit, x - int(rng.integers(0, 3)), 0))
-    return canvas(placed)
+    return placed
 
 
 def overlap(placed, digit, x):
