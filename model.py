@@ -270,6 +270,26 @@ class RefGapNet(MnistNet):
         )
 
 
+class PieceJudge(nn.Module):
+    """Whether a 28x28 image (float, 0-1) is one whole digit: segmentation.py asks it of the pieces of a cut
+    of touching digits (train_judge.py trains it). Log-probabilities of the ten digits and, at index 10, of
+    "not one digit": a piece of a stroke, a digit and part of the next, two digits in one box. Not a
+    variant: it reads no digit by itself."""
+
+    def __init__(self, channels=16):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, 2 * channels, 3, padding=1)
+        self.conv3 = nn.Conv2d(2 * channels, 4 * channels, 3, padding=1)
+        self.head = nn.Linear(4 * channels * 4 * 4, 11)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)   # 14x14
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)   # 7x7
+        x = F.max_pool2d(F.relu(self.conv3(x)), 2, ceil_mode=True)  # 4x4
+        return F.log_softmax(self.head(x.flatten(1)), 1)
+
+
 MODELS = {
     "fastnet": FastNet,
     "widenet": WideNet,

@@ -8,14 +8,18 @@ bar, a 4 drawn in two strokes, a stroke broken by a faint pen), so a sloping lin
 heights read as well as a straight one; marks much smaller than the digits beside them and under none of
 them (dots, commas, specks) are skipped. A mark too wide for one digit may be digits that touch, as
 handwriting often has them: it is cut where its ink is thinnest, into two or three, and the cut the model
-reads most confidently is kept, as LeCun's cheque readers did (`recognise` is the model: (N, 1, 28, 28)
-uint8 in, (N, 10) probabilities out). Nothing here imports the model. The model reads stray pieces of
-strokes, and two digits squeezed into one box, confidently too, so a cut's pieces are read from a few
-views (slightly turned, scaled, moved: a stray piece's reading drifts, a whole digit's holds), and a piece
-much wider than MNIST's digits of its reading counts against its cut (EXPERIMENTS.md, "Reading whole numbers").
+reads most confidently is kept, as LeCun's cheque readers did (`recognise` is the digit model: (N, 1, 28, 28)
+uint8 in, (N, 10) probabilities out; nothing here imports it). That model reads stray pieces of strokes,
+and two digits squeezed into one box, confidently too, so three things weigh a cut's pieces with its
+reading: the reading from a few views (slightly turned, scaled, moved: a stray piece's reading drifts, a
+whole digit's holds); a piece much wider than MNIST's digits of its reading counts against its cut; and a
+judge (model.PieceJudge, judge.pth, trained by train_judge.py on cuts of touching MNIST training digits)
+says how likely each piece is one whole digit (EXPERIMENTS.md, "Reading whole numbers").
 """
+import functools
 import itertools
 import math
+import os
 from typing import NamedTuple
 
 import torch
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 
 from cli import UserError
 from imageops import dilate
+from model import PieceJudge
 from preprocess import DENSER, Reading, box, components, digit_like, framed, free_of_edge, ink_marks
 
 DIGIT_HEIGHT = 0.5   # a mark at least this share of the digits' typical height can be a digit of its own
@@ -45,7 +50,8 @@ FRAGMENT = 0.15      # a cut piece's marks with less than this share of its heav
                      # neighbour's stroke ends, left out of it
 REACH = 0.25        # a cut's path strays at most this share of the height from its column ...
 STEP = 0.1          # ... and pays this much (in ink pixels) for straying that far, so it runs straight where it can
-CONFIDENT = 0.5     # each piece of a cut is read at least this confidently, and more than the uncut mark
+DOUBT = 0.5         # weight, in log-probability, of the judge's doubt that a piece is one whole digit
+JUDGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "judge.pth")  # train_judge.py writes it
 MUST_CUT = 1.6     # a mark wider than this share of its height is cut (a few MNIST digits in a thousand are)
 # log(width / height) of MNIST's training digits, mean and spread, for each digit 0-9 (EXPERIMENTS.md) ...
 SHAPES = torch.tensor([[-0.106, -0.931, -0.071, -0.235, -0.241, -0.074, -0.326, -0.264, -0.282, -0.395],
@@ -222,36 +228,56 @@ def widest_digit(masks):
 
 def best_cut(ink, mask, recognise, widest):
     """The Digits in one group's mask: uncut, or cut into two or three where the ink is thinnest when it is
-    wider than `widest`: the option whose pieces the model reads best from VIEWS (their mean log-probability,
-    less TOO_WIDE for pieces wider than their digits are), where a cut counts only when each of its pieces
-    is read more confidently than the uncut mark, and at least CONFIDENT. A mark wider than MUST_CUT of its
-    height is no single digit: it is cut."""
+    wider than `widest`: the option whose pieces fit best, on average: the log-probability of the model's
+    reading from VIEWS, less TOO_WIDE for pieces wider than their digits are, plus DOUBT times the
+    judge's log-probability that the piece is one whole digit; a cut counts only when the model reads each
+    of its pieces more confidently than the uncut mark. A mark wider than MUST_CUT of its height is no
+    single digit: it is cut."""
     width, height = int(mask.any(0).sum()), int(mask.any(1).sum())
-    options = [[mask]]
-    if width > widest:
-        seen = set()
-        for option in (cut(ink, mask, at) for at in cut_points(mask)):
-            key = tuple(int(p.sum()) for p in option)
-            if option and key not in seen:  # paths from nearby columns often meet: each cut read once
-                seen.add(key)
-                options.append(option)
+    options = [[mask]] + (cuts(ink, mask) if width > widest else [])
     if len(options) == 1:
         return [digit_of(ink, mask)]
     flat = [p for option in options for p in option]
     images = [framed(Reading(ink, p)) for p in flat]
     top, digit = steady_reading(torch.stack(images), recognise)
-    fit = top - TOO_WIDE * too_wide(flat, digit) ** 2 / 2
-    whole = float(top[0])
+    fit = top - TOO_WIDE * too_wide(flat, digit) ** 2 / 2 + DOUBT * one_digit(torch.stack(images))
     must = width > MUST_CUT * height
     scores, start = [-math.inf if must else float(fit[0])], 1
     for option in options[1:]:
         pieces = slice(start, start + len(option))
         start += len(option)
-        trusted = must or float(top[pieces].min()) > max(whole, math.log(CONFIDENT))
+        trusted = must or float(top[pieces].min()) > float(top[0])
         scores.append(float(fit[pieces].mean()) if trusted else -math.inf)
     best = max(range(len(options)), key=scores.__getitem__)
     start = sum(len(option) for option in options[:best])
     return [Digit(images[start + i], box_of(p)) for i, p in enumerate(options[best])]
+
+
+def cuts(ink, mask):
+    """Every cut of a mask tried (cut, from each of cut_points), each distinct one once: paths from nearby
+    columns often meet."""
+    seen, options = set(), []
+    for option in (cut(ink, mask, at) for at in cut_points(mask)):
+        key = tuple(int(p.sum()) for p in option)
+        if option and key not in seen:
+            seen.add(key)
+            options.append(option)
+    return options
+
+
+@functools.cache
+def judge():
+    """The PieceJudge in JUDGE, ready to ask."""
+    net = PieceJudge()
+    net.load_state_dict(torch.load(JUDGE, map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def one_digit(images):
+    """The log-probability that each of (N, 1, 28, 28) uint8 images is one whole digit, as the judge reads it."""
+    with torch.inference_mode():
+        not_one = judge()(images.float() / 255)[:, 10].exp()
+    return (1 - not_one).clamp_min(1e-6).log()
 
 
 def steady_reading(images, recognise):

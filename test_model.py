@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from data import affine_grid_28, normalize, to_input
 from inference import probabilities
-from model import MODELS, CenterCrop, MNISTModel, build_model, count_params, model_name, selected_model
+from model import MODELS, CenterCrop, MNISTModel, PieceJudge, build_model, count_params, model_name, selected_model
 
 BUDGET, TINY_BUDGET = 25_000, 8_000
 OVER_BUDGET = {"ref_baseline_52k"}  # the 52k reference baseline, kept for comparison
@@ -43,6 +43,13 @@ def test_output_is_log_probabilities(name):
     assert out.shape == (7, 10)
     assert torch.allclose(out.exp().sum(1), torch.ones(7), atol=1e-5)
     assert (out <= 0).all()
+
+
+def test_piece_judge_gives_eleven_log_probabilities_and_is_no_variant():
+    out = PieceJudge().eval()(torch.rand(5, 1, 28, 28))
+    assert out.shape == (5, 11)  # ten digits and "not one digit"
+    assert torch.allclose(out.exp().sum(1), torch.ones(5), atol=1e-5)
+    assert PieceJudge not in MODELS.values()
 
 
 @pytest.mark.parametrize("name", MODELS)
