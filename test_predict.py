@@ -83,6 +83,7 @@ def test_predict_evaluate(trained, tmp_path, data_dir, in_process):
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # a fresh interpreter: torch's import alone is most of its time
 def test_output_into_a_closed_pipe_is_quiet(trained, mnist_test, tmp_path):
     """`predict.py ... | head -1` after the reader has gone: exit 141 without a traceback."""
     image = as_photo(mnist_test[0][0], tmp_path / "d.png")

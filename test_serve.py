@@ -345,6 +345,7 @@ def test_binds_localhost_and_warns_for_the_network(trained, capsys, host, local)
                                            "by anyone who can reach this machine"])
 
 
+@pytest.mark.slow  # a fresh interpreter: torch's import alone is most of its time
 @pytest.mark.skipif(os.name == "nt", reason="Windows has no SIGINT to send to a child")
 def test_ctrl_c_stops_with_one_line(trained):
     """A fresh process: it starts, says where it serves (127.0.0.1 unless told otherwise), and Ctrl-C sent

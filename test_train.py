@@ -348,6 +348,7 @@ def test_signal_while_torch_imports_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @posix_signals
 def test_sigterm_during_training_saves_nothing(tmp_path, data_dir):
     proc = start_train("--out-dir", tmp_path, "--data-dir", data_dir)
