@@ -238,9 +238,9 @@ def best_cut(ink, mask, recognise, widest):
     if len(options) == 1:
         return [digit_of(ink, mask)]
     flat = [p for option in options for p in option]
-    images = [framed(Reading(ink, p)) for p in flat]
-    top, digit = steady_reading(torch.stack(images), recognise)
-    fit = top - TOO_WIDE * too_wide(flat, digit) ** 2 / 2 + DOUBT * one_digit(torch.stack(images))
+    images = torch.stack([framed(Reading(ink, p)) for p in flat])
+    top, digit = steady_reading(images, recognise)
+    fit = top - TOO_WIDE * too_wide(flat, digit) ** 2 / 2 + DOUBT * one_digit(images)
     must = width > MUST_CUT * height
     scores, start = [-math.inf if must else float(fit[0])], 1
     for option in options[1:]:

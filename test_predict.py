@@ -47,7 +47,7 @@ def test_photos_of_digits_are_classified(trained, mnist_test, tmp_path):
 
 
 def test_predict_cli_prints_one_line_per_image(trained, mnist_test, tmp_path, in_process):
-    # In-process: test_output_into_a_closed_pipe_is_quiet runs predict.py as a script
+    # In-process: test_output_into_a_closed_pipe_is_quiet (under -m slow) runs predict.py as a script
     paths = [as_photo(mnist_test[0][i], tmp_path / f"d{i}.png") for i in range(3)]
     result = in_process(predict.main, [trained.pth, *paths, "--top", "3"])
     assert result.returncode == 0, result.stderr
