@@ -85,7 +85,7 @@ def train(images, labels, epochs, seed):
     torch.manual_seed(seed)
     judge = PieceJudge()
     steps = epochs * (len(images) // BATCH)
-    opt = torch.optim.AdamW(judge.parameters(), LR / 2, weight_decay=1e-4)
+    opt = torch.optim.AdamW(judge.parameters(), LR, weight_decay=1e-4)  # OneCycleLR sets every step's rate
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=steps)
     for epoch in range(epochs):
         order = torch.randperm(len(images))
