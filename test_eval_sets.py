@@ -38,6 +38,7 @@ def test_boxed_glyphs_are_told_apart():
     assert eval_sets.framed(boxed)
 
 
+@pytest.mark.slow  # it draws every installed font's digits: seconds the default suite cannot spare
 def test_installed_digit_fonts_draw_digits():
     fonts = eval_sets.digit_fonts()
     if not fonts:
