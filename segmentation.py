@@ -52,7 +52,7 @@ REACH = 0.25        # a cut's path strays at most this share of the height from 
 STEP = 0.1          # ... and pays this much (in ink pixels) for straying that far, so it runs straight where it can
 DOUBT = 0.5         # weight, in log-probability, of the judge's doubt that a piece is one whole digit
 JUDGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "judge.pth")  # train_judge.py writes it
-MUST_CUT = 1.6     # a mark wider than this share of its height is cut (a few MNIST digits in a thousand are)
+MUST_CUT = 2.0     # a mark wider than this share of its height is cut (one MNIST training digit in 10,000 is)
 # log(width / height) of MNIST's training digits, mean and spread, for each digit 0-9 (EXPERIMENTS.md) ...
 SHAPES = torch.tensor([[-0.106, -0.931, -0.071, -0.235, -0.241, -0.074, -0.326, -0.264, -0.282, -0.395],
                        [0.196, 0.459, 0.218, 0.212, 0.212, 0.258, 0.217, 0.215, 0.221, 0.205]])
