@@ -6,15 +6,16 @@
 The ink preprocess.py finds is grouped into digits: marks that share columns are one digit (a 5's detached
 bar, a 4 drawn in two strokes, a stroke broken by a faint pen), so a sloping line and digits of different
 heights read as well as a straight one; marks much smaller than the digits beside them and under none of
-them (dots, commas, specks) are skipped. A mark too wide for one digit may be digits that touch, as
-handwriting often has them: it is cut where its ink is thinnest, into two or three, and the cut the model
-reads most confidently is kept, as LeCun's cheque readers did (`recognise` is the digit model: (N, 1, 28, 28)
-uint8 in, (N, 10) probabilities out; nothing here imports it). That model reads stray pieces of strokes,
-and two digits squeezed into one box, confidently too, so three things weigh a cut's pieces with its
-reading: the reading from a few views (slightly turned, scaled, moved: a stray piece's reading drifts, a
-whole digit's holds); a piece much wider than MNIST's digits of its reading counts against its cut; and a
-judge (model.PieceJudge, judge.pth, trained by train_judge.py on cuts of touching MNIST training digits)
-says how likely each piece is one whole digit (EXPERIMENTS.md, "Reading whole numbers").
+them (dots, commas, specks), or far above or below them (a ruled line's pieces), are skipped. A mark too wide for one
+digit may be digits that touch, as handwriting often has them: it is cut where its ink is thinnest, into two
+or three, and the cut the model reads most confidently is kept, as LeCun's cheque readers did (`recognise`
+is the digit model: (N, 1, 28, 28) uint8 in, (N, 10) probabilities out; nothing here imports it). That model
+reads stray pieces of strokes, and two digits squeezed into one box, confidently too, so three things weigh
+a cut's pieces with its reading: the reading from a few views (slightly turned, scaled, moved: a stray
+piece's reading drifts, a whole digit's holds); a piece much wider than MNIST's digits of its reading counts
+against its cut; and a judge (model.PieceJudge, judge.pth, trained by train_judge.py on cuts of touching
+MNIST training digits) says how likely each piece is one whole digit (EXPERIMENTS.md, "Reading whole
+numbers").
 """
 import functools
 import itertools
@@ -32,6 +33,7 @@ from preprocess import DENSER, Reading, box, components, digit_like, framed, fre
 
 DIGIT_HEIGHT = 0.5   # a mark at least this share of the digits' typical height can be a digit of its own
 SHARED = 0.5         # marks are one digit when they share at least this share of the narrower one's columns
+REACH_DOWN = 0.5     # ... a small mark only when it is within this share of the digits' height above or below one
 SMALL = 0.6          # a mark under this share of the digits' typical height and width may be a separator ...
 TINY = 0.3           # ... and is one when under this share (a dot or a speck anywhere on the line), ...
 LOW = 0.2            # ... or when its middle is this share of that height below its neighbours' (a comma)
@@ -94,11 +96,14 @@ def groups(reading):
             for i in union:
                 joined[i] = union
     digits = {id(g): g for g in joined.values()}
+    rows = {id(g): (min(int(boxes[j][0]) for j in g), max(int(boxes[j][1]) for j in g)) for g in digits.values()}
     for i in index:
         if i in joined:
             continue
-        # A small mark belongs to the digit whose columns hold most of it; one under none is a separator.
-        best = max(digits.values(), key=lambda g: max(shared_columns(boxes[i], boxes[j]) for j in g), default=None)
+        # A small mark belongs to the digit whose columns hold most of it, if near it in height (a ruled
+        # line's pieces far below do not); one under none is a separator.
+        near_rows = [g for g in digits.values() if row_gap(boxes[i], rows[id(g)]) <= REACH_DOWN * tallest]
+        best = max(near_rows, key=lambda g: max(shared_columns(boxes[i], boxes[j]) for j in g), default=None)
         if best and max(shared_columns(boxes[i], boxes[j]) for j in best) >= SHARED * width[i]:
             best.add(i)
     found = [mask_of_parts(marks, g) for g in digits.values()]
@@ -126,6 +131,12 @@ def faint_digits(ink, found, tallest):
                 bottom >= int(rows[0]) and top <= int(rows[-1])):
             extra.append(mask_of_parts(marks, [i]))
     return extra
+
+
+def row_gap(a, rows):
+    """How many rows lie between a box (top, bottom, left, right) and a span of rows (top, bottom): 0 where
+    they overlap."""
+    return max(0, int(a[0]) - rows[1], rows[0] - int(a[1]))
 
 
 def sizes(boxes):
