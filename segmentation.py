@@ -33,7 +33,7 @@ from preprocess import DENSER, Reading, box, components, digit_like, framed, fre
 
 DIGIT_HEIGHT = 0.5   # a mark at least this share of the digits' typical height can be a digit of its own
 SHARED = 0.5         # marks are one digit when they share at least this share of the narrower one's columns
-REACH_DOWN = 0.5     # ... a small mark only when it is within this share of the digits' height above or below one
+ROW_REACH = 0.5      # ... a small mark only when it is within this share of the digits' height above or below one
 SMALL = 0.6          # a mark under this share of the digits' typical height and width may be a separator ...
 TINY = 0.3           # ... and is one when under this share (a dot or a speck anywhere on the line), ...
 LOW = 0.2            # ... or when its middle is this share of that height below its neighbours' (a comma)
@@ -102,7 +102,7 @@ def groups(reading):
             continue
         # A small mark belongs to the digit whose columns hold most of it, if near it in height (a ruled
         # line's pieces far below do not); one under none is a separator.
-        near_rows = [g for g in digits.values() if row_gap(boxes[i], rows[id(g)]) <= REACH_DOWN * tallest]
+        near_rows = [g for g in digits.values() if row_gap(boxes[i], rows[id(g)]) <= ROW_REACH * tallest]
         best = max(near_rows, key=lambda g: max(shared_columns(boxes[i], boxes[j]) for j in g), default=None)
         if best and max(shared_columns(boxes[i], boxes[j]) for j in best) >= SHARED * width[i]:
             best.add(i)
