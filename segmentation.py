@@ -6,16 +6,16 @@
 The ink preprocess.py finds is grouped into digits: marks that share columns are one digit (a 5's detached
 bar, a 4 drawn in two strokes, a stroke broken by a faint pen), so a sloping line and digits of different
 heights read as well as a straight one; marks much smaller than the digits beside them and under none of
-them (dots, commas, specks), or far above or below them (a ruled line's pieces), are skipped. A mark too wide for one
-digit may be digits that touch, as handwriting often has them: it is cut where its ink is thinnest, into two
-or three, and the cut the model reads most confidently is kept, as LeCun's cheque readers did (`recognise`
-is the digit model: (N, 1, 28, 28) uint8 in, (N, 10) probabilities out; nothing here imports it). That model
-reads stray pieces of strokes, and two digits squeezed into one box, confidently too, so three things weigh
-a cut's pieces with its reading: the reading from a few views (slightly turned, scaled, moved: a stray
-piece's reading drifts, a whole digit's holds); a piece much wider than MNIST's digits of its reading counts
-against its cut; and a judge (model.PieceJudge, judge.pth, trained by train_judge.py on cuts of touching
-MNIST training digits) says how likely each piece is one whole digit (EXPERIMENTS.md, "Reading whole
-numbers").
+them (dots, commas, specks), or far above or below them (a ruled line's pieces), are skipped. A mark too
+wide for one digit may be digits that touch, as handwriting often has them: it is cut where its ink is
+thinnest, into two or three, and the cut the model reads most confidently is kept, as LeCun's cheque readers
+did (`recognise` is the digit model: (N, 1, 28, 28) uint8 in, (N, 10) probabilities out; nothing here
+imports it). That model reads stray pieces of strokes, and two digits squeezed into one box, confidently
+too, so three things weigh a cut's pieces with its reading: the reading from a few views (slightly turned,
+scaled, moved: a stray piece's reading drifts, a whole digit's holds); a piece much wider than MNIST's
+digits of its reading counts against its cut; and a judge (model.PieceJudge, judge.pth, trained by
+train_judge.py on cuts of touching MNIST training digits) says how likely each piece is one whole digit
+(EXPERIMENTS.md, "Reading whole numbers").
 """
 import functools
 import itertools

@@ -101,7 +101,6 @@ def test_dots_commas_and_specks_between_digits_are_skipped(trained, clearest):
     assert read(trained, png) == "125"
 
 
-
 def test_a_broken_ruled_line_below_the_digits_is_no_part_of_them(trained, clearest):
     """Pieces of a faint ruled line a digit's height below share the digits' columns, not their rows."""
     digits = [number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (3, 8, 6)]
@@ -114,6 +113,7 @@ def test_a_broken_ruled_line_below_the_digits_is_no_part_of_them(trained, cleare
     png = number_png(number_sets.canvas(placed))
     assert len(segmentation.groups(reading_of(png))) == 3
     assert read(trained, png) == "386"
+
 
 # 1 6, 0 5 and 1 3 4 were misread before cuts were read from views and too wide a piece paid for it; 1 9
 # before the judge. The judge lost 0 5 again: it doubts the right pieces as much as wrong ones there.
