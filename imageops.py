@@ -10,15 +10,7 @@ def frame(digit):
     """A cropped digit (H, W) in [0, 1] -> (1, 28, 28) uint8: longest side 20 pixels, aspect kept, strokes
     as wide as MNIST's, centre of mass at the centre of the field, as MNIST's digits were made."""
     h, w = digit.shape
-    scale = 20 / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    # Shrunk antialiased, so that thin strokes survive. Enlarged (a low-resolution scan) bicubic: smoother
-    # strokes than bilinear's, closer to the digit the scan was made from (EXPERIMENTS.md, "Preprocessing
-    # users' digits"); clamped, as bicubic overshoots at sharp edges.
-    mode = "bicubic" if scale > 1 else "bilinear"
-    digit = F.interpolate(digit[None, None], size=size, mode=mode, antialias=True, align_corners=False)[0, 0]
-    digit = digit.clamp(0, 1)
-    digit = even_strokes(F.pad(digit / digit.max().clamp_min(1e-6), (2, 2, 2, 2)))
+    digit = at_scale(digit, 20 / max(h, w))
     rows, cols = digit.any(1).nonzero().flatten(), digit.any(0).nonzero().flatten()
     digit = digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     size = digit.shape
@@ -30,6 +22,32 @@ def frame(digit):
     canvas = torch.zeros(28, 28)
     canvas[top:top + size[0], left:left + size[1]] = digit
     return (canvas * 255).round().to(torch.uint8)[None]
+
+
+def frame_wide(mark, width=80):
+    """A cropped mark of one to three digits side by side (H, W) in [0, 1] -> (1, 28, width) uint8: 20
+    pixels tall as MNIST's digits are (narrower where it would not fit), strokes as wide as MNIST's,
+    centred; the MarkReader's input."""
+    h, w = mark.shape
+    mark = at_scale(mark, min(20 / h, (width - 4) / w))
+    canvas = torch.zeros(28, width)
+    top, left = (28 - mark.shape[0]) // 2, (width - mark.shape[1]) // 2
+    canvas[top:top + mark.shape[0], left:left + mark.shape[1]] = mark
+    return (canvas * 255).round().to(torch.uint8)[None]
+
+
+def at_scale(digit, scale):
+    """A cropped digit in [0, 1] scaled by `scale`, its ink brought to 1 and its strokes to MNIST's width
+    (even_strokes), with 2 pixels of margin a side."""
+    h, w = digit.shape
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    # Shrunk antialiased, so that thin strokes survive. Enlarged (a low-resolution scan) bicubic: smoother
+    # strokes than bilinear's, closer to the digit the scan was made from (EXPERIMENTS.md, "Preprocessing
+    # users' digits"); clamped, as bicubic overshoots at sharp edges.
+    mode = "bicubic" if scale > 1 else "bilinear"
+    digit = F.interpolate(digit[None, None], size=size, mode=mode, antialias=True, align_corners=False)[0, 0]
+    digit = digit.clamp(0, 1)
+    return even_strokes(F.pad(digit / digit.max().clamp_min(1e-6), (2, 2, 2, 2)))
 
 
 def even_strokes(digit):

@@ -270,24 +270,30 @@ class RefGapNet(MnistNet):
         )
 
 
-class PieceJudge(nn.Module):
-    """Whether a 28x28 image (float, 0-1) is one whole digit: segmentation.py asks it of the pieces of a cut
-    of touching digits (train_judge.py trains it). Log-probabilities of the ten digits and, at index 10, of
-    "not one digit": a piece of a stroke, a digit and part of the next, two digits in one box. Not a
-    variant: it reads no digit by itself."""
+class MarkReader(nn.Module):
+    """How many digits a mark of touching digits holds (one to three) and which, read as a whole, as
+    Goodfellow et al. read house numbers, but each place's digit read for each count: segmentation.py
+    weighs each cut of such a mark by it (train_reader.py trains it). In: (N, 1, 28, 80) floats 0-1
+    (imageops.frame_wide). Out: log-probabilities of one, two and three digits (N, 3), and of the digit in
+    each place of each count (N, 6, 10): row 0 for one digit, rows 1-2 for two, rows 3-5 for three
+    (PLACES). Not a variant: it reads no lone digit's image."""
 
-    def __init__(self, channels=16):
+    PLACES = (0, 1, 3)  # the row each count's first place is read in
+
+    def __init__(self, channels=32):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, 2 * channels, 3, padding=1)
-        self.conv3 = nn.Conv2d(2 * channels, 4 * channels, 3, padding=1)
-        self.head = nn.Linear(4 * channels * 4 * 4, 11)
+        c = channels
+        self.conv1, self.bn1 = nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, 2 * c, 3, padding=1), nn.BatchNorm2d(2 * c)
+        self.conv3, self.bn3 = nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.BatchNorm2d(2 * c)
+        self.head = nn.Linear(2 * c * 4 * 10, 3 + 6 * 10)
 
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)   # 14x14
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)   # 7x7
-        x = F.max_pool2d(F.relu(self.conv3(x)), 2, ceil_mode=True)  # 4x4
-        return F.log_softmax(self.head(x.flatten(1)), 1)
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)   # 14x40
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)   # 7x20
+        x = F.max_pool2d(F.relu(self.bn3(self.conv3(x))), 2, ceil_mode=True)  # 4x10
+        z = self.head(F.dropout(x.flatten(1), 0.2, self.training))
+        return F.log_softmax(z[:, :3], 1), F.log_softmax(z[:, 3:].reshape(-1, 6, 10), 2)
 
 
 MODELS = {

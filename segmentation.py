@@ -8,14 +8,13 @@ bar, a 4 drawn in two strokes, a stroke broken by a faint pen), so a sloping lin
 heights read as well as a straight one; marks much smaller than the digits beside them and under none of
 them (dots, commas, specks), or far above or below them (a ruled line's pieces), are skipped. A mark too
 wide for one digit may be digits that touch, as handwriting often has them: it is cut where its ink is
-thinnest, into two or three, and the cut the model reads most confidently is kept, as LeCun's cheque readers
-did (`recognise` is the digit model: (N, 1, 28, 28) uint8 in, (N, 10) probabilities out; nothing here
-imports it). That model reads stray pieces of strokes, and two digits squeezed into one box, confidently
-too, so three things weigh a cut's pieces with its reading: the reading from a few views (slightly turned,
-scaled, moved: a stray piece's reading drifts, a whole digit's holds); a piece much wider than MNIST's
-digits of its reading counts against its cut; and a judge (model.PieceJudge, judge.pth, trained by
-train_judge.py on cuts of touching MNIST training digits) says how likely each piece is one whole digit
-(EXPERIMENTS.md, "Reading whole numbers").
+thinnest, into two or three, and the cut that reads best is kept, as LeCun's cheque readers did (`recognise`
+is the digit model: (N, 1, 28, 28) uint8 in, (N, 10) probabilities out; nothing here imports it). That
+model reads stray pieces of strokes, and two digits squeezed into one box, confidently too, so a cut's
+pieces are read from a few views (slightly turned, scaled, moved: a stray piece's reading drifts, a whole
+digit's holds), and a reader of the whole uncut mark (model.MarkReader, reader.pth, trained by
+train_reader.py on touching MNIST training digits) says how likely the mark is to hold that many digits,
+those digits (EXPERIMENTS.md, "Reading whole numbers").
 """
 import functools
 import itertools
@@ -27,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from cli import UserError
-from imageops import dilate
-from model import PieceJudge
-from preprocess import DENSER, Reading, box, components, digit_like, framed, free_of_edge, ink_marks
+from imageops import dilate, frame_wide
+from model import MarkReader
+from preprocess import DENSER, Reading, box, components, cut_out, digit_like, framed, free_of_edge, ink_marks
 
 DIGIT_HEIGHT = 0.5   # a mark at least this share of the digits' typical height can be a digit of its own
 SHARED = 0.5         # marks are one digit when they share at least this share of the narrower one's columns
@@ -52,13 +51,9 @@ FRAGMENT = 0.15      # a cut piece's marks with less than this share of its heav
                      # neighbour's stroke ends, left out of it
 REACH = 0.25        # a cut's path strays at most this share of the height from its column ...
 STEP = 0.1          # ... and pays this much (in ink pixels) for straying that far, so it runs straight where it can
-DOUBT = 0.5         # weight, in log-probability, of the judge's doubt that a piece is one whole digit
-JUDGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "judge.pth")  # train_judge.py writes it
+WHOLE = 0.25        # weight of the reader's log-probability of a cut's digits, read from the whole mark
+READER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reader.pth")  # train_reader.py writes it
 MUST_CUT = 2.0     # a mark wider than this share of its height is cut (one MNIST training digit in 10,000 is)
-# log(width / height) of MNIST's training digits, mean and spread, for each digit 0-9 (EXPERIMENTS.md) ...
-SHAPES = torch.tensor([[-0.106, -0.931, -0.071, -0.235, -0.241, -0.074, -0.326, -0.264, -0.282, -0.395],
-                       [0.196, 0.459, 0.218, 0.212, 0.212, 0.258, 0.217, 0.215, 0.221, 0.205]])
-TOO_WIDE = 0.2      # ... and how much a piece pays, in log-probability, per squared spread it is wider
 # The views a cut's pieces are read from: (turn in degrees, scale, move right, move down; a move in shares
 # of half the 28-pixel field, so 0.12 is under two pixels)
 VIEWS = [(0, 1, 0, 0), (12, 1, 0, 0), (-12, 1, 0, 0), (0, 0.85, 0, 0), (0, 1.15, 0, 0),
@@ -239,11 +234,9 @@ def widest_digit(masks):
 
 def best_cut(ink, mask, recognise, widest):
     """The Digits in one group's mask: uncut, or cut into two or three where the ink is thinnest when it is
-    wider than `widest`: the option whose pieces fit best, on average: the log-probability of the model's
-    reading from VIEWS, less TOO_WIDE for pieces wider than their digits are, plus DOUBT times the
-    judge's log-probability that the piece is one whole digit; a cut counts only when the model reads each
-    of its pieces more confidently than the uncut mark. A mark wider than MUST_CUT of its height is no
-    single digit: it is cut."""
+    wider than `widest`: the option that fits best: the mean log-probability of the model's reading of its
+    pieces from VIEWS, plus WHOLE times the reader's log-probability that the uncut mark holds that many
+    digits, those digits. A mark wider than MUST_CUT of its height is no single digit: it is cut."""
     width, height = int(mask.any(0).sum()), int(mask.any(1).sum())
     options = [[mask]] + (cuts(ink, mask) if width > widest else [])
     if len(options) == 1:
@@ -251,14 +244,15 @@ def best_cut(ink, mask, recognise, widest):
     flat = [p for option in options for p in option]
     images = torch.stack([framed(Reading(ink, p)) for p in flat])
     top, digit = steady_reading(images, recognise)
-    fit = top - TOO_WIDE * too_wide(flat, digit) ** 2 / 2 + DOUBT * one_digit(images)
-    must = width > MUST_CUT * height
-    scores, start = [-math.inf if must else float(fit[0])], 1
-    for option in options[1:]:
-        pieces = slice(start, start + len(option))
-        start += len(option)
-        trusted = must or float(top[pieces].min()) > float(top[0])
-        scores.append(float(fit[pieces].mean()) if trusted else -math.inf)
+    count, places = whole_reading(ink, mask)
+    scores, start = [], 0
+    for option in options:
+        n = len(option)
+        read = count[n - 1] + places[MarkReader.PLACES[n - 1] + torch.arange(n), digit[start:start + n]].sum()
+        scores.append(float(top[start:start + n].mean() + WHOLE * read))
+        start += n
+    if width > MUST_CUT * height:
+        scores[0] = -math.inf
     best = max(range(len(options)), key=scores.__getitem__)
     start = sum(len(option) for option in options[:best])
     return [Digit(images[start + i], box_of(p)) for i, p in enumerate(options[best])]
@@ -277,18 +271,19 @@ def cuts(ink, mask):
 
 
 @functools.cache
-def judge():
-    """The PieceJudge in JUDGE, ready to ask."""
-    net = PieceJudge()
-    net.load_state_dict(torch.load(JUDGE, map_location="cpu", weights_only=True))
+def reader():
+    """The MarkReader in READER, ready to ask."""
+    net = MarkReader()
+    net.load_state_dict(torch.load(READER, map_location="cpu", weights_only=True))
     return net.eval()
 
 
-def one_digit(images):
-    """The log-probability that each of (N, 1, 28, 28) uint8 images is one whole digit, as the judge reads it."""
+def whole_reading(ink, mask):
+    """The reader's log-probabilities for the uncut mark: of one, two and three digits (3,), and of each
+    place's digit for each count (6, 10; MarkReader.PLACES)."""
     with torch.inference_mode():
-        not_one = judge()(images.float() / 255)[:, 10].exp()
-    return (1 - not_one).clamp_min(1e-6).log()
+        count, places = reader()(frame_wide(cut_out(Reading(ink, mask)))[None].float() / 255)
+    return count[0], places[0]
 
 
 def steady_reading(images, recognise):
@@ -304,13 +299,6 @@ def steady_reading(images, recognise):
     probs = recognise(seen.round().clamp(0, 255).to(torch.uint8)).reshape(len(VIEWS), n, 10).mean(0)
     top, digit = probs.max(1)
     return top.clamp_min(1e-9).log(), digit
-
-
-def too_wide(masks, digits):
-    """How many of SHAPES' spreads each mask is wider, for its height, than MNIST's digits of its reading
-    (0 when not wider): two digits squeezed into one box read confidently as one wide digit."""
-    aspect = torch.tensor([int(m.any(0).sum()) / int(m.any(1).sum()) for m in masks]).log()
-    return ((aspect - SHAPES[0][digits]) / SHAPES[1][digits]).clamp_min(0)
 
 
 def cut_points(mask):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from data import affine_grid_28, normalize, to_input
 from inference import probabilities
-from model import MODELS, CenterCrop, MNISTModel, PieceJudge, build_model, count_params, model_name, selected_model
+from model import MODELS, CenterCrop, MarkReader, MNISTModel, build_model, count_params, model_name, selected_model
 
 BUDGET, TINY_BUDGET = 25_000, 8_000
 OVER_BUDGET = {"ref_baseline_52k"}  # the 52k reference baseline, kept for comparison
@@ -45,11 +45,14 @@ def test_output_is_log_probabilities(name):
     assert (out <= 0).all()
 
 
-def test_piece_judge_gives_eleven_log_probabilities_and_is_no_variant():
-    out = PieceJudge().eval()(torch.rand(5, 1, 28, 28))
-    assert out.shape == (5, 11)  # ten digits and "not one digit"
-    assert torch.allclose(out.exp().sum(1), torch.ones(5), atol=1e-5)
-    assert PieceJudge not in MODELS.values()
+def test_mark_reader_gives_a_count_and_each_places_digit_and_is_no_variant():
+    count, places = MarkReader().eval()(torch.rand(5, 1, 28, 80))
+    assert count.shape == (5, 3)  # one, two or three digits
+    assert places.shape == (5, 6, 10)  # each place's digit for each count: 1 + 2 + 3 places
+    assert MarkReader.PLACES == (0, 1, 3)
+    assert torch.allclose(count.exp().sum(1), torch.ones(5), atol=1e-5)
+    assert torch.allclose(places.exp().sum(2), torch.ones(5, 6), atol=1e-5)
+    assert MarkReader not in MODELS.values()
 
 
 @pytest.mark.parametrize("name", MODELS)

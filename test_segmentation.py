@@ -1,7 +1,6 @@
 """segmentation.py: digits apart, the pieces of one digit, a sloping line, separators skipped, touching digits
 cut where the model reads them best; and when a single-digit reading says the image holds several."""
 import io
-import math
 
 import numpy as np
 import pytest
@@ -12,8 +11,9 @@ import eval_sets
 import number_sets
 import segmentation
 from inference import probabilities
+from model import MarkReader
 from plots import gray_png
-from preprocess import Reading, found_digit, framed, read_image
+from preprocess import found_digit, read_image
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +115,9 @@ def test_a_broken_ruled_line_below_the_digits_is_no_part_of_them(trained, cleare
     assert read(trained, png) == "386"
 
 
-# 1 6, 0 5 and 1 3 4 were misread before cuts were read from views and too wide a piece paid for it; 1 9
-# before the judge. The judge lost 0 5 again: it doubts the right pieces as much as wrong ones there.
-@pytest.mark.parametrize("digits", [[2, 0], [4, 7], [3, 5, 9], [1, 6], [1, 3, 4], [1, 9], pytest.param(
-    [0, 5], marks=pytest.mark.xfail(strict=True, reason="read 175: the judge's known miss (EXPERIMENTS.md)"))])
+# 1 6, 0 5 and 1 3 4 were misread before cuts were read from views; 1 9 and 0 5 before the reader of the
+# whole mark (EXPERIMENTS.md, "Reading whole numbers").
+@pytest.mark.parametrize("digits", [[2, 0], [4, 7], [3, 5, 9], [1, 6], [1, 3, 4], [1, 9], [0, 5]])
 def test_touching_digits_are_cut_where_the_model_reads_them(trained, clearest, digits):
     png = number_png(number_sets.touching([clearest[d] for d in digits], np.random.default_rng(3)))
     assert len(segmentation.groups(reading_of(png))) == 1  # one mark: the strokes touch
@@ -128,14 +127,6 @@ def test_touching_digits_are_cut_where_the_model_reads_them(trained, clearest, d
 def test_a_lone_digit_is_not_cut(trained, clearest):
     for d in range(10):
         assert read(trained, number_png(clearest[d])) == str(d)
-
-
-def test_too_wide_counts_only_width_beyond_mnists_digits():
-    masks = [torch.ones(20, w, dtype=torch.bool) for w in (36, 16, 6, 16)]
-    wide = segmentation.too_wide(masks, torch.tensor([0, 0, 1, 1]))
-    assert wide[0] > 3  # a 0 nearly twice as wide as tall: two digits in one box
-    assert wide[1] == 0 and wide[2] == 0  # a 0 and a 1 as MNIST draws them
-    assert 0 < wide[3] < wide[0]  # a 1 as wide as a 0 is
 
 
 def test_steady_reading_reads_each_image_from_its_views():
@@ -163,21 +154,22 @@ def test_steady_reading_reads_each_image_from_its_views():
     assert torch.allclose(top, torch.tensor(0.1).log().expand(2)) and digit.tolist() == [0, 0]
 
 
-def test_the_judge_tells_whole_digits_from_pieces_and_pairs(mnist_test):
-    images, _ = mnist_test
-    one = math.log(0.5)
-    assert (segmentation.one_digit(images[:500]) > one).float().mean() >= 0.95
+def test_the_reader_counts_and_reads_touching_digits_whole(mnist_test):
+    """MNIST test digits alone, and touching in pairs and triples as a user's are framed: the reader's
+    count, and its digits, from the whole uncut mark."""
+    images, labels = mnist_test
     rng = np.random.default_rng(0)
-    halves, pairs = [], []
-    for k in range(20):  # a digit's top half, and two digits whose strokes touch, framed as a user's are
-        top = images[k, 0].numpy().astype(np.float32) / 255
-        top[14:] = 0
-        halves.append(framed(reading_of(number_png(top))))
-        pair = number_sets.touching([images[k + i, 0].numpy().astype(np.float32) / 255 for i in (20, 40)], rng)
-        reading = reading_of(number_png(pair))
-        pairs.append(framed(Reading(reading.ink, torch.stack(segmentation.groups(reading)).any(0))))
-    assert (segmentation.one_digit(torch.stack(halves)) < one).float().mean() >= 0.8
-    assert (segmentation.one_digit(torch.stack(pairs)) < one).float().mean() >= 0.9
+    counted, read = 0, 0
+    for k in range(40):
+        n = 1 + k % 3
+        digits = [int(labels[100 + 3 * k + i]) for i in range(n)]
+        masks = [images[100 + 3 * k + i, 0].numpy().astype(np.float32) / 255 for i in range(n)]
+        reading = reading_of(number_png(number_sets.touching(masks, rng)))
+        count, places = segmentation.whole_reading(reading.ink, torch.stack(segmentation.groups(reading)).any(0))
+        first = MarkReader.PLACES[n - 1]
+        counted += int(count.argmax()) + 1 == n
+        read += places[first:first + n].argmax(1).tolist() == digits and int(count.argmax()) + 1 == n
+    assert counted >= 36 and read >= 30  # nine in ten counted, three in four read whole
 
 
 def test_the_cut_path_crosses_the_least_ink():
