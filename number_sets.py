@@ -112,7 +112,7 @@ def touching(masks, rng):
 def touching_placed(masks, rng, varied=False):
     """touching's digits, each scaled and placed: [(float mask, left, top), ...] for canvas. `varied`, for
     the marks train_reader.py learns from: each digit its own height (0.85-1.12 of the line's), its foot up
-    to 3 pixels off the one before's, their strokes overlapping by up to 5 pixels."""
+    to 3 pixels off the one before's, pushed 0-4 pixels past touching it (the set: 0-2)."""
     height = int(rng.integers(28, 70))
     sizes = rng.uniform(0.85, 1.12, len(masks)) if varied else np.ones(len(masks))
     digits = [scaled(eval_sets.crop(m), round(height * size)) for m, size in zip(masks, sizes, strict=True)]
