@@ -48,9 +48,10 @@ def marks(numbers, images, labels, rng):
     for its digits: (images (N, 1, 28, 80) uint8, counts (N,) 0-2 for one to three digits, digits (N, 3),
     0 past the count)."""
     found, counts, digits = [], [], []
+    each = [np.flatnonzero(labels == d) for d in range(10)]  # the images of each digit
     for _ in range(numbers):
         these = rng.integers(0, 10, int(rng.choice(3, p=COUNTS)) + 1).tolist()
-        found.append(mark_of([images[rng.choice(np.flatnonzero(labels == d))] for d in these], rng))
+        found.append(mark_of([images[rng.choice(each[d])] for d in these], rng))
         counts.append(len(these) - 1)
         digits.append(these + [0] * (3 - len(these)))
     return torch.stack(found), torch.tensor(counts), torch.tensor(digits)
