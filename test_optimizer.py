@@ -25,6 +25,7 @@ def test_optimizer_steps_lower_the_loss(mnist_train):
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.slow  # torch.optim imports torch._dynamo on first use: seconds the default run cannot spare
 def test_optimizer_matches_torch_adamw_one_cycle(mnist_train):
     """build_optimizer makes exactly the updates of torch.optim.AdamW + OneCycleLR with the recipe's values."""
     torch.manual_seed(0)

@@ -155,7 +155,13 @@ def clean_readings(mnist_test):
     return torch.stack([preprocess.prepare(scene(d)) for d in mnist_test[0][:N]])
 
 
-@pytest.mark.parametrize("condition", CONDITIONS)
+# The default run takes the clean baseline and the hardest conditions, alone and together; the rest run
+# under -m slow, which CI runs.
+QUICK = ("clean drawing", "deep shadow over most of the page", "small and off-centre", "everything at once")
+
+
+@pytest.mark.parametrize("condition", [c if c in QUICK else pytest.param(c, marks=pytest.mark.slow)
+                                       for c in CONDITIONS])
 def test_capture_condition(condition, trained, mnist_test, clean_readings):
     """Under each condition the digit comes out as it does from a clean drawing (pixel correlation
     >= 0.7 for most digits), and the trained model still reads it."""
@@ -177,7 +183,7 @@ def low_res_scan(digit, side):
     return gray_png((F.pad(m, (1, 1, 1, 1))[0, 0] * 255).round().byte().numpy())
 
 
-@pytest.mark.parametrize("side", [8, 12])
+@pytest.mark.parametrize("side", [8, pytest.param(12, marks=pytest.mark.slow)])
 def test_a_low_resolution_scan_reads_as_its_digit(side, trained, mnist_test):
     """A digit scanned only 8 or 12 pixels tall is enlarged to MNIST's box and comes out like the digit
     it was scanned from (pixel correlation >= 0.7 for most), and the trained model reads it."""
@@ -425,8 +431,9 @@ def test_a_stroke_broken_by_a_faint_stretch_stays_one_digit(gap):
     assert not keep[stem + 120:, :60].any()
 
 
-@pytest.mark.parametrize("condition", [{"stroke": 6}, {"stroke": 8, "light": vignette(240, 320, 0.3)}],
-                         ids=["bold", "bolder, vignetted"])
+@pytest.mark.parametrize("condition", [pytest.param({"stroke": 6}, id="bold"),
+                                       pytest.param({"stroke": 8, "light": vignette(240, 320, 0.3)},
+                                                    id="bolder, vignetted", marks=pytest.mark.slow)])
 def test_a_bold_digit_on_grey_paper_is_read_as_dark_ink(condition, mnist_test):
     """On mid-grey paper both polarities are tried. Reading a bold dark digit as light ink finds the rim
     the paper's estimate leaves around it, which encloses the dark digit as a light digit encloses its
@@ -436,7 +443,7 @@ def test_a_bold_digit_on_grey_paper_is_read_as_dark_ink(condition, mnist_test):
         assert agreement(preprocess.prepare(scene(digit, paper=0.6, ink=0.1, **condition)), clean) >= 0.7
 
 
-@pytest.mark.parametrize("stroke,height", [(8, 0.8), (4, 0.95)])
+@pytest.mark.parametrize("stroke,height", [(8, 0.8), pytest.param(4, 0.95, marks=pytest.mark.slow)])
 def test_a_bold_digit_filling_grey_paper_is_not_its_loops(stroke, height, mnist_test):
     """A bold 0 or 8 that fills most of mid-grey paper: read as light ink on a dark ground, its loops are
     light shapes inside the dark digit's box, bright against the ink around them, so they looked inkier
@@ -449,7 +456,7 @@ def test_a_bold_digit_filling_grey_paper_is_not_its_loops(stroke, height, mnist_
 
 
 @pytest.mark.parametrize("condition", [{"paper": 0.2, "ink": 0.05, "noise": 0.01},
-                                       {"paper": 0.22, "ink": 0.08, "stroke": 3}])
+                                       pytest.param({"paper": 0.22, "ink": 0.08, "stroke": 3}, marks=pytest.mark.slow)])
 def test_dark_ink_on_paper_in_dim_light(condition, mnist_test):
     """Paper photographed in dim light is as dark as a blackboard; when no light digit is found on it,
     the dark ink is read."""
@@ -485,7 +492,7 @@ def test_a_bold_stretch_of_a_thin_digit_stays_solid(blot_width, blot_height):
                 left + blot_width // 4:left + blot_width - blot_width // 4].all()
 
 
-@pytest.mark.parametrize("depth,edge,height", [(0.5, 0.02, 0.2), (0.4, 0.03, 0.15)])
+@pytest.mark.parametrize("depth,edge,height", [(0.5, 0.02, 0.2), pytest.param(0.4, 0.03, 0.15, marks=pytest.mark.slow)])
 def test_a_small_digit_beats_a_shadow_band_along_the_edge(depth, edge, height, mnist_test):
     """The paper's estimate lags at a shadow's edge and leaves a band of faint false ink along the image's
     top edge, with several times a small digit's ink in all; the digit's ink is denser, so it is kept."""

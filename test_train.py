@@ -200,6 +200,7 @@ def test_cli_rejects_bad_flags(args, needle, tmp_path, data_dir, in_process, one
     assert not out.exists()
 
 
+@pytest.mark.slow  # downloading imports torchvision, and with it torch._dynamo: seconds the default run cannot spare
 def test_cli_missing_data_offline(tmp_path, in_process, one_line_error, monkeypatch):
     """No MNIST on disk and no network (every connection refused, as offline): one line, nothing left."""
     def offline(*args, **kwargs):
