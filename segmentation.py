@@ -36,7 +36,9 @@ ROW_REACH = 0.5      # ... a small mark only when it is within this share of the
 SMALL = 0.6          # a mark under this share of the digits' typical height and width may be a separator ...
 TINY = 0.3           # ... and is one when under this share (a dot or a speck anywhere on the line), ...
 LOW = 0.2            # ... or when its middle is this share of that height below its neighbours' (a comma)
-FAINT = 0.5          # a second look for fainter digits, at this share of the ink threshold
+FAINT = 0.5          # a second look for fainter digits, at this share of the ink threshold, ...
+FAINT_GAP = 0.15     # ... their pieces within this share of the digits' height of each other one digit, ...
+FAINT_MASS = 0.1     # ... with at least this share of the heaviest digit's ink (the paper's grain has less)
 BODY_MASS = 0.25     # marks with this share of the heaviest one's ink set the digits' height
 GAP = 0.03           # marks closer than this share of the tallest digit's height are one digit, when
 ONE_WIDE = 0.9       # together no wider than this share of their height
@@ -108,23 +110,38 @@ def groups(reading):
 
 
 def faint_digits(ink, found, tallest):
-    """Digits fainter than the threshold the others set (a pen running dry, a pencil beside a marker): marks
-    above FAINT of that threshold, digit-sized, clear of the image's edge and of the digits found, on their line."""
+    """Digits fainter than the threshold the others set (a pen running dry, a thin stroke photographed small):
+    the marks above FAINT of that threshold clear of the digits found and on their line, joined where within
+    FAINT_GAP of the digits' height of each other (such a stroke breaks into pieces), each group digit-sized,
+    clear of the image's edge and holding FAINT_MASS of the heaviest digit's ink."""
     marks = ink_marks(ink, FAINT)
     if isinstance(marks, str) or not found:
         return []
     taken = torch.stack(found).any(0)
-    rows = taken.any(1).nonzero().flatten()
-    boxes, (h, w) = marks.parts.box, ink.shape
-    height, width = sizes(boxes)
-    columns = taken.any(0)
+    rows, columns = taken.any(1).nonzero().flatten(), taken.any(0)
+    top, bottom, left, right = marks.parts.box.T
+    before = F.pad(columns.long().cumsum(0), (1, 0))  # how many of the columns left of each are taken
+    pieces = marks.mask_of(marks.parts.has_strong & (before[right + 1] == before[left]) &
+                           (bottom >= rows[0]) & (top <= rows[-1]))
+    if not pieces.any():
+        return []
+    ys, xs = pieces.nonzero(as_tuple=True)
+    reach = max(1, round(FAINT_GAP * tallest)) * 2 + 1
+    labels, group = components(dilate(pieces.float(), reach) > 0)[ys, xs].unique(return_inverse=True)
+    n, far = len(labels), torch.full((len(labels),), 1 << 30)
+    tops, lefts = far.scatter_reduce(0, group, ys, "amin"), far.scatter_reduce(0, group, xs, "amin")
+    bottoms = torch.zeros(n, dtype=torch.long).scatter_reduce(0, group, ys, "amax")
+    rights = torch.zeros(n, dtype=torch.long).scatter_reduce(0, group, xs, "amax")
+    mass = torch.zeros(n, dtype=torch.float64).index_add_(0, group, ink[ys, xs].double())
+    (h, w), height = ink.shape, bottoms - tops + 1
+    keep = ((height >= DIGIT_HEIGHT * tallest) & (height <= EDGE_HEIGHT * tallest) & (rights - lefts < tallest) &
+            (tops > 0) & (lefts > 0) & (bottoms < h - 1) & (rights < w - 1) &
+            (mass >= FAINT_MASS * max(float(ink[m].sum()) for m in found)))
     extra = []
-    for i in marks.candidate.nonzero().flatten().tolist():
-        top, bottom, left, right = boxes[i].tolist()
-        if (DIGIT_HEIGHT * tallest <= height[i] <= EDGE_HEIGHT * tallest and width[i] <= tallest and top > 0 and
-                left > 0 and bottom < h - 1 and right < w - 1 and not columns[left:right + 1].any() and
-                bottom >= int(rows[0]) and top <= int(rows[-1])):
-            extra.append(mask_of_parts(marks, [i]))
+    for k in keep.nonzero().flatten().tolist():
+        mask = torch.zeros_like(pieces)
+        mask[ys[group == k], xs[group == k]] = True
+        extra.append(mask)
     return extra
 
 

@@ -101,6 +101,23 @@ def test_dots_commas_and_specks_between_digits_are_skipped(trained, clearest):
     assert read(trained, png) == "125"
 
 
+def test_a_faint_digit_broken_into_pieces_is_found(trained, clearest):
+    """A digit far fainter than its neighbours (a pen running dry), its stroke broken into slices at the
+    threshold, none of them digit-sized: its pieces are one digit, in its place."""
+    digits = [number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (3, 0, 8)]
+    digits[1] = digits[1] * 0.3
+    digits[1][::8] = digits[1][1::8] = 0  # two rows in eight left blank
+    placed, x = [], 0
+    for digit in digits:
+        placed.append((digit, x, 0))
+        x += digit.shape[1] + 20
+    png = number_png(number_sets.canvas(placed))
+    reading = reading_of(png)
+    heights = segmentation.sizes(segmentation.ink_marks(reading.ink, segmentation.FAINT).parts.box)[0]
+    assert sorted(heights.tolist())[-3] < segmentation.DIGIT_HEIGHT * 60  # only the 3 and the 8 are digit-sized
+    assert read(trained, png) == "308"
+
+
 def test_a_broken_ruled_line_below_the_digits_is_no_part_of_them(trained, clearest):
     """Pieces of a faint ruled line a digit's height below share the digits' columns, not their rows."""
     digits = [number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (3, 8, 6)]
