@@ -31,6 +31,7 @@ def as_photo(image_uint8, path, size=(180, 240), mode="RGB"):
     return path
 
 
+@pytest.mark.slow  # 200 re-photographed digits end to end: seconds the default run cannot spare
 def test_photos_of_digits_are_classified(trained, mnist_test, tmp_path):
     """200 test digits saved as dark-on-light RGB/JPEG/grayscale images of other sizes: the full
     predict path (load, invert, crop, rescale, centre) keeps accuracy high."""

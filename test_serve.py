@@ -209,6 +209,7 @@ def test_the_page_is_one_offline_file(server):
     assert "http://" not in text and "https://" not in text and "<link" not in text  # nothing fetched from elsewhere
 
 
+@pytest.mark.slow  # a load test: fifty photos at once, each prepared twice
 def test_fifty_at_once_then_one_more(server, trained, mnist_test):
     images, labels = mnist_test
     bodies = [photo_of(images[i], size=120) for i in range(50)]

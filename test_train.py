@@ -257,15 +257,16 @@ def test_cli_batch_larger_than_the_training_set(tmp_path, data_dir, in_process, 
 
 @pytest.fixture
 def small_training_set(monkeypatch, mnist_train):
-    """train.main sees only 4,096 training images (two steps at batch 2,048): a quick real run."""
+    """train.main sees only 2,048 training images (two steps at batch 1,024) and 2,000 test images: a quick
+    real run."""
     load = data.load_mnist
-    monkeypatch.setattr(data, "load_mnist", lambda d, split, dev: tuple(t[:4096] for t in mnist_train)
-                        if split == "train" else load(d, split, dev))
+    monkeypatch.setattr(data, "load_mnist", lambda d, split, dev: tuple(t[:2048] for t in mnist_train)
+                        if split == "train" else tuple(t[:2000] for t in load(d, split, dev)))
 
 
 def test_cli_diverged_run_keeps_its_checkpoint_and_fails(small_training_set, tmp_path, data_dir, in_process):
     """--lr 10 ends at chance level: the checkpoint is saved, the last line says it diverged, exit 1."""
-    result = in_process(train.main, ["--lr", "10", "--batch-size", "2048", "--no-plots", "--out-dir", tmp_path,
+    result = in_process(train.main, ["--lr", "10", "--batch-size", "1024", "--no-plots", "--out-dir", tmp_path,
                                      "--data-dir", data_dir])
     assert result.returncode == cli.EXIT_FAILED
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: training diverged: test accuracy")
@@ -288,7 +289,7 @@ def test_cli_full_disk_at_the_checkpoint(full_disk, small_training_set, monkeypa
     folder, fill = full_disk
     real_train = train.train
     monkeypatch.setattr(train, "train", lambda *a, **k: (real_train(*a, **k), fill())[0])
-    result = in_process(train.main, ["--no-plots", "--batch-size", "2048", "--out-dir", folder, "--data-dir", data_dir])
+    result = in_process(train.main, ["--no-plots", "--batch-size", "1024", "--out-dir", folder, "--data-dir", data_dir])
     one_line_error(result, "No space left on device); nothing was saved", code=cli.EXIT_FAILED)
     assert ".pth" in result.stderr and os.listdir(folder) == ["ballast"]
 
@@ -298,7 +299,7 @@ def test_cli_full_disk_at_the_pngs(full_disk, small_training_set, monkeypatch, d
     folder, fill = full_disk
     real_samples = plots.save_augmented_samples
     monkeypatch.setattr(plots, "save_augmented_samples", lambda *a: (fill(), real_samples(*a)))
-    result = in_process(train.main, ["--batch-size", "2048", "--out-dir", folder, "--data-dir", data_dir])
+    result = in_process(train.main, ["--batch-size", "1024", "--out-dir", folder, "--data-dir", data_dir])
     assert result.returncode == cli.EXIT_FAILED and result.stderr.count("\n") == 1
     (pth,) = folder.glob("*.pth")
     assert "could not write" in result.stderr and "augmented_grid.png (No space left on device)" in result.stderr
@@ -313,7 +314,7 @@ def test_cli_interrupt_during_the_pngs_says_what_was_saved(small_training_set, m
         raise cli.Interrupted(signal.SIGINT)
 
     monkeypatch.setattr(plots, "save_training_curves", interrupted)
-    result = in_process(train.main, ["--batch-size", "2048", "--out-dir", tmp_path, "--data-dir", data_dir])
+    result = in_process(train.main, ["--batch-size", "1024", "--out-dir", tmp_path, "--data-dir", data_dir])
     (pth,) = tmp_path.glob("*.pth")
     assert result.returncode == 130 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"interrupted (SIGINT): saved {pth}, {pth.with_suffix('.json')}")
@@ -417,12 +418,12 @@ def test_holdout_trains_on_the_rest_and_reports_validation(small_training_set, m
     real_train = train.train
     monkeypatch.setattr(train, "train", lambda model, images, *a, **k: (seen.append(len(images)),
                                                                          real_train(model, images, *a, **k))[1])
-    result = in_process(train.main, ["--holdout", "1024", "--batch-size", "1024", "--no-plots", "--no-printed",
+    result = in_process(train.main, ["--holdout", "512", "--batch-size", "512", "--no-plots", "--no-printed",
                                      "--out-dir", tmp_path, "--data-dir", data_dir])
     assert result.returncode == 0, result.stderr
-    assert seen == [4096 - 1024] and "validation accuracy: " in result.stdout
+    assert seen == [2048 - 512] and "validation accuracy: " in result.stdout
     side = json.loads(next(tmp_path.glob("*.json")).read_text())
-    assert side["holdout"] == 1024 and 0 <= side["val_acc"] <= 100 and side["printed"] is None
+    assert side["holdout"] == 512 and 0 <= side["val_acc"] <= 100 and side["printed"] is None
     images, labels = torch.arange(10), torch.arange(10)
     (rest, _), (held, _) = train.held_out(images, labels, 3)
     assert rest.tolist() == list(range(7)) and held.tolist() == [7, 8, 9]
