@@ -408,11 +408,13 @@ def ink_marks(ink, scale=1.0):
 
 
 class Components:
-    """The connected components of the `weak` pixels: per component, whether it holds strong ink, its ink
-    mass and its box (top, bottom, left, right); `inverse` maps each weak pixel to its component."""
+    """The connected components of the `weak` pixels (or the weak pixels of each component of `joined`, a
+    mask that holds them): per component, whether it holds strong ink, its ink mass and its box (top, bottom,
+    left, right); `inverse` maps each weak pixel to its component."""
 
-    def __init__(self, ink, weak, strong):
-        self.inverse = components(weak)[weak] - 1  # labels run 1..n, so this is each pixel's component
+    def __init__(self, ink, weak, strong, joined=None):
+        # labels run 1..n, so this is each pixel's component
+        self.inverse = components(weak if joined is None else joined)[weak] - 1
         n = int(self.inverse.max()) + 1  # strong ink is weak too, so there is at least one
         self.has_strong = torch.zeros(n, dtype=torch.bool).index_fill_(0, self.inverse[strong[weak]].unique(), True)
         self.mass = torch.zeros(n, dtype=torch.float64).index_add_(0, self.inverse, ink[weak].double())

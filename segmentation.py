@@ -28,7 +28,18 @@ import torch.nn.functional as F
 from cli import UserError
 from imageops import dilate, frame_wide
 from model import MarkReader
-from preprocess import DENSER, Reading, box, components, cut_out, digit_like, framed, free_of_edge, ink_marks
+from preprocess import (
+    DENSER,
+    Components,
+    Reading,
+    box,
+    components,
+    cut_out,
+    digit_like,
+    framed,
+    free_of_edge,
+    ink_marks,
+)
 
 DIGIT_HEIGHT = 0.5   # a mark at least this share of the digits' typical height can be a digit of its own
 SHARED = 0.5         # marks are one digit when they share at least this share of the narrower one's columns
@@ -125,22 +136,16 @@ def faint_digits(ink, found, tallest):
                            (bottom >= rows[0]) & (top <= rows[-1]))
     if not pieces.any():
         return []
-    ys, xs = pieces.nonzero(as_tuple=True)
     reach = max(1, round(FAINT_GAP * tallest)) * 2 + 1
-    labels, group = components(dilate(pieces.float(), reach) > 0)[ys, xs].unique(return_inverse=True)
-    n, far = len(labels), torch.full((len(labels),), 1 << 30)
-    tops, lefts = far.scatter_reduce(0, group, ys, "amin"), far.scatter_reduce(0, group, xs, "amin")
-    bottoms = torch.zeros(n, dtype=torch.long).scatter_reduce(0, group, ys, "amax")
-    rights = torch.zeros(n, dtype=torch.long).scatter_reduce(0, group, xs, "amax")
-    mass = torch.zeros(n, dtype=torch.float64).index_add_(0, group, ink[ys, xs].double())
-    (h, w), height = ink.shape, bottoms - tops + 1
-    keep = ((height >= DIGIT_HEIGHT * tallest) & (height <= EDGE_HEIGHT * tallest) & (rights - lefts < tallest) &
-            (tops > 0) & (lefts > 0) & (bottoms < h - 1) & (rights < w - 1) &
-            (mass >= FAINT_MASS * max(float(ink[m].sum()) for m in found)))
+    joined = Components(ink, pieces, pieces & marks.strong, dilate(pieces.float(), reach) > 0)
+    (top, bottom, left, right), (height, width), (h, w) = joined.box.T, sizes(joined.box), ink.shape
+    keep = ((height >= DIGIT_HEIGHT * tallest) & (height <= EDGE_HEIGHT * tallest) & (width <= tallest) &
+            (top > 0) & (left > 0) & (bottom < h - 1) & (right < w - 1) &
+            (joined.mass >= FAINT_MASS * max(float(ink[m].sum()) for m in found)))
     extra = []
     for k in keep.nonzero().flatten().tolist():
         mask = torch.zeros_like(pieces)
-        mask[ys[group == k], xs[group == k]] = True
+        mask[pieces] = joined.inverse == k
         extra.append(mask)
     return extra
 
