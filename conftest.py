@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import cli
+import data
 import train
 from checkpoint import load_checkpoint
 from data import download_mnist, load_mnist, mnist_files
@@ -64,6 +65,17 @@ def mnist_test(data_dir):
 @pytest.fixture(scope="session")
 def mnist_train(data_dir):
     return load_mnist(data_dir, "train", "cpu")
+
+
+@pytest.fixture
+def part_of_mnist(monkeypatch, mnist_train, mnist_test):
+    """part_of_mnist(train, test): data.load_mnist hands out only the first `train` training and `test`
+    test images, from the session's copies: a real run that takes seconds."""
+    def use(train, test):
+        parts = {"train": (mnist_train, train), "test": (mnist_test, test)}
+        monkeypatch.setattr(data, "load_mnist", lambda d, split, dev: tuple(
+            t[:parts[split][1]].to(dev) for t in parts[split][0]))
+    return use
 
 
 @pytest.fixture(scope="session")

@@ -90,11 +90,9 @@ def test_markdown_needs_a_json_object(tmp_path, in_process, one_line_error):
     one_line_error(in_process(benchmark.main, ["--markdown", tmp_path / "none.json"]), "not found")
 
 
-def test_set_and_holdout_reach_the_run(monkeypatch, mnist_train, data_dir, tmp_path, in_process):
+def test_set_and_holdout_reach_the_run(monkeypatch, part_of_mnist, data_dir, tmp_path, in_process):
     """--set changes the recipe each variant trains with, and --holdout reports accuracy on held-out images."""
-    load = data.load_mnist
-    monkeypatch.setattr(data, "load_mnist", lambda d, split, dev: tuple(t[:3072] for t in mnist_train)
-                        if split == "train" else tuple(t[:2000] for t in load(d, split, dev)))
+    part_of_mnist(3072, 2000)
     used = []
     real_train = train.train
     monkeypatch.setattr(train, "train", lambda model, images, labels, config, *a, **k: (

@@ -256,12 +256,10 @@ def test_cli_batch_larger_than_the_training_set(tmp_path, data_dir, in_process, 
 
 
 @pytest.fixture
-def small_training_set(monkeypatch, mnist_train):
+def small_training_set(part_of_mnist):
     """train.main sees only 2,048 training images (two steps at batch 1,024) and 2,000 test images: a quick
     real run."""
-    load = data.load_mnist
-    monkeypatch.setattr(data, "load_mnist", lambda d, split, dev: tuple(t[:2048] for t in mnist_train)
-                        if split == "train" else tuple(t[:2000] for t in load(d, split, dev)))
+    part_of_mnist(2048, 2000)
 
 
 def test_cli_diverged_run_keeps_its_checkpoint_and_fails(small_training_set, tmp_path, data_dir, in_process):
