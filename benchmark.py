@@ -398,7 +398,7 @@ def time_number(checkpoint, data_dir, repeats):
         digits = segmentation.read_number(preprocess.found_digit(preprocess.read_image(encoded)),
                                           lambda x: probabilities(model, x))
         runs.append(time.perf_counter() - t0)
-    read = segmentation.number_read(probabilities(model, segmentation.images_of(digits)))
+    read = segmentation.number_read(segmentation.probabilities_of(digits))
     print(f"reading a 4000x3000 JPEG of a six-digit number ({len(encoded) / 1e6:.1f} MB) into its digits: "
           f"{statistics.median(runs):.3f} s (median of {repeats}); read {read}, written "
           + "".join(str(int(v)) for v in labels[:6]))

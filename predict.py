@@ -31,7 +31,7 @@ from imageops import side_by_side
 from inference import low_confidence, probabilities
 from model import MODELS
 from preprocess import FORMATS, found_digit, framed, read_image, to_mnist
-from segmentation import images_of, number_read, read_number, several
+from segmentation import images_of, number_read, probabilities_of, read_number, several
 
 LABEL_HELP = ("labels come from the parent folder's name (0-9), else from 'label<d>' in the file name, "
               "else from the file name's first character when it is a digit")
@@ -98,10 +98,9 @@ def classify(model, paths, args):
         cli.check_out_dir(args.show, "--show")
     readings = [found_digit(read_image(cli.read_file(path, "image"), path), path) for path in paths]
     if args.number:
-        numbers = [images_of(read_number(reading, recogniser(model), path))
-                   for reading, path in zip(readings, paths, strict=True)]
-        shown = [side_by_side(number) for number in numbers]
-        lines = [format_number(path, probabilities(model, number)) for path, number in zip(paths, numbers, strict=True)]
+        numbers = [read_number(reading, recogniser(model), path) for reading, path in zip(readings, paths, strict=True)]
+        shown = [side_by_side(images_of(number)) for number in numbers]
+        lines = [format_number(path, probabilities_of(number)) for path, number in zip(paths, numbers, strict=True)]
     else:
         shown = torch.stack([framed(reading) for reading in readings])
         lines = [format_prediction(path, probs, args.top) + (SEVERAL if several(reading) else "")
@@ -260,11 +259,11 @@ def read_numbers(model, paths):
             read.append(("", None, None))
             continue
         try:
-            digits = images_of(read_number(found_digit(gray, path), recogniser(model), path))
+            digits = read_number(found_digit(gray, path), recogniser(model), path)
         except cli.UserError:
             read.append(("", None, gray))
             continue
-        read.append((number_read(probabilities(model, digits)), digits, gray))
+        read.append((number_read(probabilities_of(digits)), images_of(digits), gray))
     return read
 
 

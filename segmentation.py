@@ -14,7 +14,9 @@ model reads stray pieces of strokes, and two digits squeezed into one box, confi
 pieces are read from a few views (slightly turned, scaled, moved: a stray piece's reading drifts, a whole
 digit's holds), and a reader of the whole uncut mark (model.MarkReader, reader.pth, trained by
 train_reader.py on touching MNIST training digits) says how likely the mark is to hold that many digits,
-those digits (EXPERIMENTS.md, "Reading whole numbers").
+those digits. It reads touching digits better than their cut pieces read alone, so a cut piece's digit is
+what both read it as: the geometric mean of their probabilities, which a product of two confident readers
+would overstate (EXPERIMENTS.md, "Reading whole numbers").
 """
 import functools
 import itertools
@@ -74,10 +76,12 @@ VIEWS = [(0, 1, 0, 0), (12, 1, 0, 0), (-12, 1, 0, 0), (0, 0.85, 0, 0), (0, 1.15,
 
 
 class Digit(NamedTuple):
-    """One digit of a number: MNIST's 28x28 and its box (left, top, right, bottom, inclusive) in the image
-    that preprocess.py read (at most WORK_SIZE a side)."""
+    """One digit of a number: MNIST's 28x28, its box (left, top, right, bottom, inclusive) in the image
+    that preprocess.py read (at most WORK_SIZE a side), and its probabilities (10,): the digit model's,
+    or for a piece of touching digits, the geometric mean of that and the reader's."""
     image: torch.Tensor
     box: tuple
+    probabilities: torch.Tensor
 
 
 def groups(reading):
@@ -230,12 +234,25 @@ def read_number(reading, recognise, name="image"):
     if not masks:
         raise UserError(f"{name}: no digit found (only specks or separators)")
     widest = widest_digit(masks)
-    return [digit for mask in masks for digit in best_cut(reading.ink, mask, recognise, widest)]
+    pieces = [piece for mask in masks for piece in best_cut(reading.ink, mask, recognise, widest)]
+    images = torch.stack([image for image, _, _ in pieces])
+    digits = []
+    for (image, place, whole), probs in zip(pieces, recognise(images), strict=True):
+        if whole is not None:
+            probs = (probs * whole.exp()).sqrt()
+            probs = probs / probs.sum()
+        digits.append(Digit(image, place, probs))
+    return digits
 
 
 def images_of(digits):
     """The Digits' 28x28 images as one (K, 1, 28, 28) batch, left to right."""
     return torch.stack([d.image for d in digits])
+
+
+def probabilities_of(digits):
+    """The Digits' probabilities as one (K, 10) batch, left to right."""
+    return torch.stack([d.probabilities for d in digits])
 
 
 def number_read(probs):
@@ -255,18 +272,19 @@ def widest_digit(masks):
 
 
 def best_cut(ink, mask, recognise, widest):
-    """The Digits in one group's mask: uncut, or cut into two or three where the ink is thinnest when it is
-    wider than `widest`: the option that fits best: the mean log-probability of the model's reading of its
-    pieces from VIEWS, plus WHOLE times the reader's log-probability that the uncut mark holds that many
-    digits, those digits. A mark wider than MUST_CUT of its height is no single digit: it is cut."""
+    """The pieces of one group's mask, as (28x28 image, box, the reader's log-probabilities (10,) for its
+    place, or None when uncut): uncut, or cut into two or three where the ink is thinnest when it is wider
+    than `widest`. The option that fits best is kept: the mean log-probability of the model's reading of
+    its pieces from VIEWS, plus WHOLE times the reader's log-probability that the uncut mark holds that
+    many digits, those digits. A mark wider than MUST_CUT of its height is no single digit: it is cut."""
     width, height = int(mask.any(0).sum()), int(mask.any(1).sum())
     options = [[mask]] + (cuts(ink, mask) if width > widest else [])
     if len(options) == 1:
-        return [digit_of(ink, mask)]
+        return [(framed(Reading(ink, mask)), box_of(mask), None)]
+    count, places = whole_reading(ink, mask)
     flat = [p for option in options for p in option]
     images = torch.stack([framed(Reading(ink, p)) for p in flat])
     top, digit = steady_reading(images, recognise)
-    count, places = whole_reading(ink, mask)
     scores, start = [], 0
     for option in options:
         n = len(option)
@@ -276,8 +294,11 @@ def best_cut(ink, mask, recognise, widest):
     if width > MUST_CUT * height:
         scores[0] = -math.inf
     best = max(range(len(options)), key=scores.__getitem__)
-    start = sum(len(option) for option in options[:best])
-    return [Digit(images[start + i], box_of(p)) for i, p in enumerate(options[best])]
+    start, n = sum(len(option) for option in options[:best]), len(options[best])
+    if n == 1:
+        return [(images[start], box_of(mask), None)]
+    whole = places[MarkReader.PLACES[n - 1]:MarkReader.PLACES[n - 1] + n]
+    return [(images[start + i], box_of(p), whole[i]) for i, p in enumerate(options[best])]
 
 
 def cuts(ink, mask):
@@ -385,10 +406,6 @@ def without_fragments(ink, piece):
                                                                               ink.flatten().double())
     mass[0] = 0
     return piece & (mass >= FRAGMENT * mass.max())[labels]
-
-
-def digit_of(ink, mask):
-    return Digit(framed(Reading(ink, mask)), box_of(mask))
 
 
 def box_of(mask):

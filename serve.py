@@ -40,7 +40,7 @@ from imageops import side_by_side
 from inference import low_confidence, probabilities
 from model import MODELS
 from preprocess import found_digit, framed, read_image
-from segmentation import images_of, number_read, read_number
+from segmentation import images_of, number_read, probabilities_of, read_number
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 MAX_BODY = 10 * 1024 * 1024   # bytes: a 12-megapixel phone JPEG is 3-6 MB
@@ -95,15 +95,14 @@ class Classifier:
                     "low_confidence": low_confidence(probs),
                     "input": base64.b64encode(plots.digit_png(digit)).decode("ascii")}
         digits = read_number(reading, self.probabilities, name)
-        images = images_of(digits)
-        probs = self.probabilities(images)
+        probs = probabilities_of(digits)
         h, w = reading.ink.shape
         return {"number": number_read(probs),
                 "digits": [{"digit": int(p.argmax()), "probabilities": rounded(p),
                             "box": [round(d.box[0] / w, 4), round(d.box[1] / h, 4), round((d.box[2] + 1) / w, 4),
                                     round((d.box[3] + 1) / h, 4)]} for d, p in zip(digits, probs, strict=True)],
                 "low_confidence": any(low_confidence(p) for p in probs),
-                "input": base64.b64encode(plots.digit_png(side_by_side(images))).decode("ascii")}
+                "input": base64.b64encode(plots.digit_png(side_by_side(images_of(digits)))).decode("ascii")}
 
 
 def rounded(probs):

@@ -40,7 +40,7 @@ def number_png(mask):
 
 def read(trained, png):
     digits = segmentation.read_number(reading_of(png), lambda x: probabilities(trained.model, x))
-    return segmentation.number_read(probabilities(trained.model, segmentation.images_of(digits)))
+    return segmentation.number_read(segmentation.probabilities_of(digits))
 
 
 def strokes_png(strokes, size=(200, 130), width=7):
@@ -139,6 +139,22 @@ def test_touching_digits_are_cut_where_the_model_reads_them(trained, clearest, d
     png = number_png(number_sets.touching([clearest[d] for d in digits], np.random.default_rng(3)))
     assert len(segmentation.groups(reading_of(png))) == 1  # one mark: the strokes touch
     assert read(trained, png) == "".join(map(str, digits))
+
+
+def test_each_digit_carries_its_probabilities(trained, clearest):
+    """A digit apart carries the model's reading of its image; a cut piece of touching digits the model's and
+    the reader's together: their geometric mean, renormalised."""
+    recognise = lambda x: probabilities(trained.model, x)  # noqa: E731
+    apart = segmentation.read_number(reading_of(number_png(number_sets.apart([clearest[d] for d in (3, 8)],
+                                                                            np.random.default_rng(0)))), recognise)
+    assert torch.equal(segmentation.probabilities_of(apart), recognise(segmentation.images_of(apart)))
+    reading = reading_of(number_png(number_sets.touching([clearest[d] for d in (2, 0)], np.random.default_rng(3))))
+    pair = segmentation.read_number(reading, recognise)
+    assert len(pair) == 2
+    _, places = segmentation.whole_reading(reading.ink, segmentation.groups(reading)[0])
+    reader = places[MarkReader.PLACES[1]:MarkReader.PLACES[1] + 2].exp()
+    both = (recognise(segmentation.images_of(pair)) * reader).sqrt()
+    assert torch.allclose(segmentation.probabilities_of(pair), both / both.sum(1, keepdim=True))
 
 
 def test_a_lone_digit_is_not_cut(trained, clearest):
