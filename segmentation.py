@@ -5,18 +5,19 @@
 
 The ink preprocess.py finds is grouped into digits: marks that share columns are one digit (a 5's detached
 bar, a 4 drawn in two strokes, a stroke broken by a faint pen), so a sloping line and digits of different
-heights read as well as a straight one; marks much smaller than the digits beside them and under none of
-them (dots, commas, specks), or far above or below them (a ruled line's pieces), are skipped. A mark too
-wide for one digit may be digits that touch, as handwriting often has them: it is cut where its ink is
-thinnest, into two or three, and the cut that reads best is kept, as LeCun's cheque readers did (`recognise`
-is the digit model: (N, 1, 28, 28) uint8 in, (N, 10) probabilities out; nothing here imports it). That
-model reads stray pieces of strokes, and two digits squeezed into one box, confidently too, so a cut's
-pieces are read from a few views (slightly turned, scaled, moved: a stray piece's reading drifts, a whole
-digit's holds), and a reader of the whole uncut mark (model.MarkReader, reader.pth, trained by
-train_reader.py on touching MNIST training digits) says how likely the mark is to hold that many digits,
-those digits. It reads touching digits better than their cut pieces read alone, so a cut piece's digit is
-what both read it as: the geometric mean of their probabilities, which a product of two confident readers
-would overstate (EXPERIMENTS.md, "Reading whole numbers").
+heights read as well as a straight one; so are marks a faint stroke ties together, and narrow neighbours that
+read best as one (a printed 0 photographed small, its hairlines gone). Marks much smaller than the digits
+beside them and under none of them (dots, commas, specks), or far above or below them (a ruled line's pieces),
+are skipped. A mark too wide for one digit may be digits that touch, as handwriting often has them: it is cut
+where its ink is thinnest, into two or three, and the cut that reads best is kept, as LeCun's cheque readers
+did (`recognise` is the digit model: (N, 1, 28, 28) uint8 in, (N, 10) probabilities out; nothing here imports
+it). That model reads stray pieces of strokes, and two digits squeezed into one box, confidently too, so a
+cut's pieces are read from a few views (slightly turned, scaled, moved: a stray piece's reading drifts, a
+whole digit's holds), and a reader of the whole uncut mark (model.MarkReader, reader.pth, trained by
+train_reader.py on touching MNIST training digits) says how likely the mark is to hold that many digits, those
+digits. It reads touching digits better than their cut pieces read alone, so a cut piece's digit is what both
+read it as: the geometric mean of their probabilities, which a product of two confident readers would
+overstate (EXPERIMENTS.md, "Reading whole numbers").
 """
 import functools
 import itertools
@@ -66,6 +67,11 @@ FRAGMENT = 0.15      # a cut piece's marks with less than this share of its heav
                      # neighbour's stroke ends, left out of it
 REACH = 0.25        # a cut's path strays at most this share of the height from its column ...
 STEP = 0.1          # ... and pays this much (in ink pixels) for straying that far, so it runs straight where it can
+LINK = 0.35         # marks joined by ink this share of the threshold along a stroke (a hairline the threshold
+STROKE = 7          # broke) are one digit when together no wider than one; that ink averaged along this many
+                    # pixels of a line at any of eight angles, so that a stroke stands out of the paper's grain
+PIECE = 0.45        # neighbouring marks each no wider than this share of their height may be the pieces of one
+                    # digit whose hairlines vanished (a 0's two sides); the model and the reader decide
 WHOLE = 0.25        # weight of the reader's log-probability of a cut's digits, read from the whole mark
 READER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reader.pth")  # train_reader.py writes it
 MUST_CUT = 2.0     # a mark wider than this share of its height is cut (one MNIST training digit in 10,000 is)
@@ -99,9 +105,10 @@ def groups(reading):
     tallest = float(height[[i for i in index if parts.mass[i] >= BODY_MASS * heaviest]].max())
     tall = [i for i in index if height[i] >= DIGIT_HEIGHT * tallest]
     near = nearby(marks, keep, tallest)
+    link = linked(marks, keep)
     joined = {i: {i} for i in tall}
     for a, b in itertools.combinations(tall, 2):
-        broken = near[a] == near[b] and narrow(boxes[a], boxes[b])
+        broken = (near[a] == near[b] or link[a] == link[b]) and narrow(boxes[a], boxes[b])
         if (broken or shared_columns(boxes[a], boxes[b]) >= SHARED * min(width[a], width[b])) and \
                 joined[a] is not joined[b]:
             union = joined[a] | joined[b]
@@ -118,6 +125,11 @@ def groups(reading):
         best = max(near_rows, key=lambda g: max(shared_columns(boxes[i], boxes[j]) for j in g), default=None)
         if best and max(shared_columns(boxes[i], boxes[j]) for j in best) >= SHARED * width[i]:
             best.add(i)
+            continue
+        # ... or the one digit a stroke ties it to (a 7's bar, its stem's top a vanished hairline)
+        tied = [g for g in digits.values() if any(link[j] == link[i] for j in g) and narrow(boxes[i], span(boxes, g))]
+        if len(tied) == 1:
+            tied[0].add(i)
     found = [mask_of_parts(marks, g) for g in digits.values()]
     found = sorted(found + faint_digits(reading.ink, found, tallest), key=lambda m: int(m.any(0).nonzero()[0]))
     spans = torch.tensor([box(m) for m in found]).reshape(-1, 4)
@@ -152,6 +164,12 @@ def faint_digits(ink, found, tallest):
         mask[pieces] = joined.inverse == k
         extra.append(mask)
     return extra
+
+
+def span(boxes, index):
+    """The box (top, bottom, left, right) that holds the boxes numbered in `index`."""
+    held = boxes[list(index)]
+    return [int(held[:, 0].min()), int(held[:, 1].max()), int(held[:, 2].min()), int(held[:, 3].max())]
 
 
 def row_gap(a, rows):
@@ -196,6 +214,30 @@ def nearby(marks, keep, tallest):
     return near.tolist()
 
 
+@functools.cache
+def line_kernels(length):
+    """Eight (8, 1, length, length) kernels that average along a line through the centre, at 0, 22.5, ...,
+    157.5 degrees."""
+    kernels = torch.zeros(8, 1, length, length)
+    middle = (length - 1) / 2
+    for k in range(8):
+        angle = math.pi * k / 8
+        for t in torch.linspace(-middle, middle, 4 * length).tolist():
+            kernels[k, 0, round(middle + t * math.sin(angle)), round(middle + t * math.cos(angle))] = 1
+    return kernels / kernels.sum((2, 3), keepdim=True)
+
+
+def linked(marks, keep):
+    """For each mark, a label shared by the kept marks that ink joins along a stroke at LINK of the threshold
+    (averaged along STROKE pixels at the angle where it is darkest): a hairline that the threshold broke."""
+    threshold = float(marks.cleaned[marks.strong].min())  # the weakest strong pixel: the threshold, near enough
+    along = F.conv2d(marks.cleaned[None, None], line_kernels(STROKE), padding=STROKE // 2)[0].amax(0)
+    labels = components(marks.mask_of(keep) | (along > LINK * threshold))
+    link = torch.zeros(len(keep), dtype=torch.long)
+    link.scatter_reduce_(0, marks.parts.inverse, labels[marks.weak], "amax")
+    return link.tolist()
+
+
 def narrow(a, b):
     """Whether two boxes (top, bottom, left, right) together are no wider than one digit (ONE_WIDE of their height)."""
     width = max(a[3], b[3]) - min(a[2], b[2]) + 1
@@ -233,6 +275,7 @@ def read_number(reading, recognise, name="image"):
     masks = groups(reading)
     if not masks:
         raise UserError(f"{name}: no digit found (only specks or separators)")
+    masks = merged(reading.ink, masks, recognise)
     widest = widest_digit(masks)
     pieces = [piece for mask in masks for piece in best_cut(reading.ink, mask, recognise, widest)]
     images = torch.stack([image for image, _, _ in pieces])
@@ -274,13 +317,28 @@ def widest_digit(masks):
 def best_cut(ink, mask, recognise, widest):
     """The pieces of one group's mask, as (28x28 image, box, the reader's log-probabilities (10,) for its
     place, or None when uncut): uncut, or cut into two or three where the ink is thinnest when it is wider
-    than `widest`. The option that fits best is kept: the mean log-probability of the model's reading of
-    its pieces from VIEWS, plus WHOLE times the reader's log-probability that the uncut mark holds that
-    many digits, those digits. A mark wider than MUST_CUT of its height is no single digit: it is cut."""
+    than `widest`. The option that fits best (fits) is kept. A mark wider than MUST_CUT of its height is no
+    single digit: it is cut."""
     width, height = int(mask.any(0).sum()), int(mask.any(1).sum())
     options = [[mask]] + (cuts(ink, mask) if width > widest else [])
     if len(options) == 1:
         return [(framed(Reading(ink, mask)), box_of(mask), None)]
+    scores, images, places = fits(ink, mask, options, recognise)
+    if width > MUST_CUT * height:
+        scores[0] = -math.inf
+    best = max(range(len(options)), key=scores.__getitem__)
+    start, n = sum(len(option) for option in options[:best]), len(options[best])
+    if n == 1:
+        return [(images[start], box_of(mask), None)]
+    whole = places[MarkReader.PLACES[n - 1]:MarkReader.PLACES[n - 1] + n]
+    return [(images[start + i], box_of(p), whole[i]) for i, p in enumerate(options[best])]
+
+
+def fits(ink, mask, options, recognise):
+    """How well each option (a list of masks, left to right, that together make `mask`) reads: the mean
+    log-probability of the model's reading of its pieces from VIEWS, plus WHOLE times the reader's
+    log-probability that `mask` holds that many digits, those digits. Also the pieces' images, in the
+    options' order, and the reader's place log-probabilities."""
     count, places = whole_reading(ink, mask)
     flat = [p for option in options for p in option]
     images = torch.stack([framed(Reading(ink, p)) for p in flat])
@@ -291,14 +349,39 @@ def best_cut(ink, mask, recognise, widest):
         read = count[n - 1] + places[MarkReader.PLACES[n - 1] + torch.arange(n), digit[start:start + n]].sum()
         scores.append(float(top[start:start + n].mean() + WHOLE * read))
         start += n
-    if width > MUST_CUT * height:
-        scores[0] = -math.inf
-    best = max(range(len(options)), key=scores.__getitem__)
-    start, n = sum(len(option) for option in options[:best]), len(options[best])
-    if n == 1:
-        return [(images[start], box_of(mask), None)]
-    whole = places[MarkReader.PLACES[n - 1]:MarkReader.PLACES[n - 1] + n]
-    return [(images[start + i], box_of(p), whole[i]) for i, p in enumerate(options[best])]
+    return scores, images, places
+
+
+def merged(ink, masks, recognise):
+    """The groups, with neighbours that are pieces of one digit (each no wider than PIECE of their height,
+    together no wider than one digit; up to three) joined where that fits best: of every way to join such a
+    run into pieces no wider than one digit, the one best_cut's score (fits) ranks first."""
+    runs = [[masks[0]]]
+    for mask in masks[1:]:
+        a, b = box(runs[-1][-1]), box(mask)
+        height = max(a[1], b[1]) - min(a[0], b[0]) + 1
+        if len(runs[-1]) < 3 and narrow(a, b) and max(a[3] - a[2], b[3] - b[2]) + 1 <= PIECE * height:
+            runs[-1].append(mask)
+        else:
+            runs.append([mask])
+    out = []
+    for run in runs:
+        options = [pieces for pieces in ([functools.reduce(torch.logical_or, run[i:j]) for i, j in part]
+                                         for part in partitions(len(run)))
+                   if all(narrow(box(p), box(p)) for p in pieces)] if len(run) > 1 else []
+        if len(options) <= 1:
+            out.extend(options[0] if options else run)
+            continue
+        scores = fits(ink, functools.reduce(torch.logical_or, run), options, recognise)[0]
+        out.extend(options[max(range(len(options)), key=scores.__getitem__)])
+    return out
+
+
+def partitions(n):
+    """Every way to split n things in a row into runs, each as [(start, end), ...]."""
+    if n == 0:
+        return [[]]
+    return [[(0, k)] + [(i + k, j + k) for i, j in rest] for k in range(1, n + 1) for rest in partitions(n - k)]
 
 
 def cuts(ink, mask):

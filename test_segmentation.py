@@ -88,6 +88,42 @@ def test_the_pieces_of_one_digit_stay_one(trained):
     assert read(trained, png) == "54"
 
 
+def test_marks_a_faint_stroke_ties_are_one_digit(trained):
+    """A 7 whose stem thins to a hairline far under the threshold (a printed 7 photographed small): its bar and
+    the stem's foot are one digit."""
+    img = Image.new("L", (200, 130), 255)
+    draw = ImageDraw.Draw(img)
+    draw.line([(20, 20), (75, 20)], fill=60, width=9)
+    draw.line([(73, 24), (58, 62)], fill=170, width=2)  # the hairline, broken at the threshold
+    draw.line([(58, 62), (42, 110)], fill=60, width=9)
+    for stroke in ([(140, 20), (115, 75), (175, 75)], [(160, 45), (160, 110)]):  # a 4
+        draw.line(stroke, fill=60, width=9, joint="curve")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    reading = reading_of(buf.getvalue())
+    assert len(segmentation.ink_marks(reading.ink).parts.mass) >= 3  # the 7 in two marks
+    assert len(segmentation.groups(reading)) == 2
+    assert read(trained, buf.getvalue()) == "74"
+
+
+def test_narrow_pieces_that_read_as_one_digit_are_one(trained, clearest):
+    """A 0 whose top and bottom vanished, two arcs a gap apart between a 3 and an 8: joined, as the model
+    and the reader read them best."""
+    img = Image.new("L", (60, 60), 0)
+    ImageDraw.Draw(img).arc((12, 2, 48, 58), 108, 252, fill=255, width=4)
+    ImageDraw.Draw(img).arc((12, 2, 48, 58), -72, 72, fill=255, width=4)
+    zero = eval_sets.crop(np.asarray(img, np.float32) / 255)
+    digits = [number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (3, 8)]
+    digits.insert(1, zero)
+    placed, x = [], 0
+    for digit in digits:
+        placed.append((digit, x, 0))
+        x += digit.shape[1] + 20
+    png = number_png(number_sets.canvas(placed))
+    assert len(segmentation.groups(reading_of(png))) == 4  # the 0 in two pieces ...
+    assert read(trained, png) == "308"  # ... read as one
+
+
 def test_dots_commas_and_specks_between_digits_are_skipped(trained, clearest):
     rng = np.random.default_rng(5)
     one, two, five = (number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (1, 2, 5))
