@@ -206,12 +206,17 @@ def separator(spans, k):
 def nearby(marks, keep, tallest):
     """For each mark, a label shared by the kept marks within a few pixels of it (GAP of the tallest digit's
     height): a stroke that a faint pen or a hairline broke is one again, where digits written apart stay apart."""
-    mask = marks.mask_of(keep)
     reach = max(1, round(GAP * tallest)) * 2 + 1
-    labels = components(dilate(mask.float(), reach) > 0)
-    near = torch.zeros(len(keep), dtype=torch.long)
-    near.scatter_reduce_(0, marks.parts.inverse, labels[marks.weak], "amax")
-    return near.tolist()
+    return labels_of(marks, dilate(marks.mask_of(keep).float(), reach) > 0)
+
+
+def labels_of(marks, region):
+    """For each mark, the label of the connected component of `region` (a mask that holds the kept marks)
+    that it lies in."""
+    labels = components(region)
+    label = torch.zeros(len(marks.parts.mass), dtype=torch.long)
+    label.scatter_reduce_(0, marks.parts.inverse, labels[marks.weak], "amax")
+    return label.tolist()
 
 
 @functools.cache
@@ -232,10 +237,7 @@ def linked(marks, keep):
     (averaged along STROKE pixels at the angle where it is darkest): a hairline that the threshold broke."""
     threshold = float(marks.cleaned[marks.strong].min())  # the weakest strong pixel: the threshold, near enough
     along = F.conv2d(marks.cleaned[None, None], line_kernels(STROKE), padding=STROKE // 2)[0].amax(0)
-    labels = components(marks.mask_of(keep) | (along > LINK * threshold))
-    link = torch.zeros(len(keep), dtype=torch.long)
-    link.scatter_reduce_(0, marks.parts.inverse, labels[marks.weak], "amax")
-    return link.tolist()
+    return labels_of(marks, marks.mask_of(keep) | (along > LINK * threshold))
 
 
 def narrow(a, b):
@@ -368,8 +370,8 @@ def merged(ink, masks, recognise):
     for run in runs:
         options = [pieces for pieces in ([functools.reduce(torch.logical_or, run[i:j]) for i, j in part]
                                          for part in partitions(len(run)))
-                   if all(narrow(box(p), box(p)) for p in pieces)] if len(run) > 1 else []
-        if len(options) <= 1:
+                   if all(narrow(box(p), box(p)) for p in pieces)]
+        if len(options) <= 1:  # a lone group, or one way only
             out.extend(options[0] if options else run)
             continue
         scores = fits(ink, functools.reduce(torch.logical_or, run), options, recognise)[0]

@@ -38,6 +38,15 @@ def number_png(mask):
     return gray_png(((1 - np.pad(mask, 30)) * 255).round().astype(np.uint8))
 
 
+def in_a_row(digits, gap=20):
+    """Float masks placed left to right on one line, `gap` pixels apart: [(mask, left, top), ...] for canvas."""
+    placed, x = [], 0
+    for digit in digits:
+        placed.append((digit, x, 0))
+        x += digit.shape[1] + gap
+    return placed
+
+
 def read(trained, png):
     digits = segmentation.read_number(reading_of(png), lambda x: probabilities(trained.model, x))
     return segmentation.number_read(segmentation.probabilities_of(digits))
@@ -115,11 +124,7 @@ def test_narrow_pieces_that_read_as_one_digit_are_one(trained, clearest):
     zero = eval_sets.crop(np.asarray(img, np.float32) / 255)
     digits = [number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (3, 8)]
     digits.insert(1, zero)
-    placed, x = [], 0
-    for digit in digits:
-        placed.append((digit, x, 0))
-        x += digit.shape[1] + 20
-    png = number_png(number_sets.canvas(placed))
+    png = number_png(number_sets.canvas(in_a_row(digits)))
     assert len(segmentation.groups(reading_of(png))) == 4  # the 0 in two pieces ...
     assert read(trained, png) == "308"  # ... read as one
 
@@ -143,11 +148,7 @@ def test_a_faint_digit_broken_into_pieces_is_found(trained, clearest):
     digits = [number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (3, 0, 8)]
     digits[1] = digits[1] * 0.3
     digits[1][::8] = digits[1][1::8] = 0  # two rows in eight left blank
-    placed, x = [], 0
-    for digit in digits:
-        placed.append((digit, x, 0))
-        x += digit.shape[1] + 20
-    png = number_png(number_sets.canvas(placed))
+    png = number_png(number_sets.canvas(in_a_row(digits)))
     reading = reading_of(png)
     heights = segmentation.sizes(segmentation.ink_marks(reading.ink, segmentation.FAINT).parts.box)[0]
     assert sorted(heights.tolist())[-3] < segmentation.DIGIT_HEIGHT * 60  # only the 3 and the 8 are digit-sized
@@ -157,10 +158,8 @@ def test_a_faint_digit_broken_into_pieces_is_found(trained, clearest):
 def test_a_broken_ruled_line_below_the_digits_is_no_part_of_them(trained, clearest):
     """Pieces of a faint ruled line a digit's height below share the digits' columns, not their rows."""
     digits = [number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (3, 8, 6)]
-    placed, x = [], 0
-    for digit in digits:
-        placed.append((digit, x, 0))
-        x += digit.shape[1] + 20
+    placed = in_a_row(digits)
+    x = sum(d.shape[1] + 20 for d in digits)
     dash = np.full((3, 24), 0.8, np.float32)
     placed += [(dash, left, 120) for left in range(0, x, 32)]
     png = number_png(number_sets.canvas(placed))
