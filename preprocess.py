@@ -378,12 +378,13 @@ def digit_mask(ink):
 
 class Marks(NamedTuple):
     """An ink map's marks: the map with ruled lines taken out, its strong and weak (hysteresis) ink, their
-    connected Components and which of them are no specks."""
+    connected Components, which of them are no specks, and the ink threshold that made them strong."""
     cleaned: torch.Tensor
     strong: torch.Tensor
     weak: torch.Tensor
     parts: "Components"
     candidate: torch.Tensor
+    threshold: float
 
     def mask_of(self, pick):
         """The pixels of the components `pick` marks."""
@@ -397,14 +398,23 @@ def ink_marks(ink, scale=1.0):
     connected components, specks marked; or why it holds none."""
     cleaned = without_rules(ink)
     threshold = max(scale * otsu(subsample(cleaned, THRESHOLD_SAMPLE)), MIN_INK)
-    strong = cleaned > threshold
-    # Hysteresis: a stroke's faint parts join it, far-off grey does not.
-    weak = (cleaned > HYSTERESIS * threshold) & (dilate(strong.float(), WEAK_REACH) > 0)
-    if not strong.any() or cleaned[strong].mean() < MIN_CONTRAST:
+    marks = marks_above(cleaned, cleaned, threshold)
+    if marks is None or cleaned[marks.strong].mean() < MIN_CONTRAST:
         return "the image is blank or has too little contrast"
+    return marks
+
+
+def marks_above(cleaned, level, threshold):
+    """The Marks of an ink map (`cleaned`, ruled lines taken out) where `level` (that ink, or a reading of it)
+    passes the threshold; None where nothing does."""
+    strong = level > threshold
+    # Hysteresis: a stroke's faint parts join it, far-off grey does not.
+    weak = (level > HYSTERESIS * threshold) & (dilate(strong.float(), WEAK_REACH) > 0)
+    if not strong.any():
+        return None
     parts = Components(cleaned, weak, strong)
     candidate = parts.has_strong & (parts.mass >= MIN_PIECE * parts.mass[parts.has_strong].max())  # specks go
-    return Marks(cleaned, strong, weak, parts, candidate)
+    return Marks(cleaned, strong, weak, parts, candidate, threshold)
 
 
 class Components:

@@ -33,6 +33,8 @@ from imageops import dilate, frame_wide
 from model import MarkReader
 from preprocess import (
     DENSER,
+    MIN_INK,
+    SAMPLE,
     Components,
     Reading,
     box,
@@ -42,6 +44,8 @@ from preprocess import (
     framed,
     free_of_edge,
     ink_marks,
+    marks_above,
+    subsample,
 )
 
 DIGIT_HEIGHT = 0.5   # a mark at least this share of the digits' typical height can be a digit of its own
@@ -70,6 +74,8 @@ STEP = 0.1          # ... and pays this much (in ink pixels) for straying that f
 LINK = 0.35         # marks joined by ink this share of the threshold along a stroke (a hairline the threshold
 STROKE = 7          # broke) are one digit when together no wider than one; that ink averaged along this many
                     # pixels of a line at any of eight angles, so that a stroke stands out of the paper's grain
+NOISE = 8           # faint digits are the ink this many times the paper grain's spread above the paper, ...
+FAINTEST = 0.03     # ... and at least this dark (on paper without grain)
 PIECE = 0.45        # neighbouring marks each no wider than this share of their height may be the pieces of one
                     # digit whose hairlines vanished (a 0's two sides); the model and the reader decide
 WHOLE = 0.25        # weight of the reader's log-probability of a cut's digits, read from the whole mark
@@ -232,12 +238,32 @@ def line_kernels(length):
     return kernels / kernels.sum((2, 3), keepdim=True)
 
 
+def strokes(ink):
+    """The ink map averaged along STROKE pixels of a line at whichever of eight angles is darkest: a stroke
+    keeps its darkness, the paper's grain averages out."""
+    return F.conv2d(ink[None, None], line_kernels(STROKE), padding=STROKE // 2)[0].amax(0)
+
+
 def linked(marks, keep):
-    """For each mark, a label shared by the kept marks that ink joins along a stroke at LINK of the threshold
-    (averaged along STROKE pixels at the angle where it is darkest): a hairline that the threshold broke."""
-    threshold = float(marks.cleaned[marks.strong].min())  # the weakest strong pixel: the threshold, near enough
-    along = F.conv2d(marks.cleaned[None, None], line_kernels(STROKE), padding=STROKE // 2)[0].amax(0)
-    return labels_of(marks, marks.mask_of(keep) | (along > LINK * threshold))
+    """For each mark, a label shared by the kept marks that ink joins along a stroke (strokes) at LINK of the
+    threshold: a hairline that the threshold broke."""
+    return labels_of(marks, marks.mask_of(keep) | (strokes(marks.cleaned) > LINK * marks.threshold))
+
+
+def in_strokes(marks):
+    """The Marks to read a number from: the reading's own, or where its ink is so faint that the threshold
+    fell to its floor (preprocess.MIN_INK: pencil, a deep shadow, digits barely darker than the paper's grain),
+    the ink that stands NOISE times the grain's spread above the paper once averaged along a stroke (strokes)."""
+    if marks.threshold > MIN_INK:
+        return marks
+    along = strokes(marks.cleaned)
+    sample = subsample(along, SAMPLE)
+    median = sample.median()
+    spread = 1.4826 * (sample - median).abs().median()  # the grain's standard deviation, robustly
+    # Ink at the threshold, or a stroke at NOISE spreads: what either finds is a mark. A stroke's ends
+    # average in paper; the paper is no mark.
+    level = torch.maximum(marks.cleaned, along * (marks.threshold / max(float(median + NOISE * spread), FAINTEST)))
+    return marks_above(marks.cleaned, torch.where(marks.cleaned > 0, level, 0), marks.threshold)
 
 
 def narrow(a, b):
@@ -274,7 +300,7 @@ def several(reading):
 def read_number(reading, recognise, name="image"):
     """The Digits of a Reading, left to right; touching digits cut apart where the model reads them best. A
     UserError when nothing there is digit-sized."""
-    masks = groups(reading)
+    masks = groups(reading._replace(marks=in_strokes(reading.marks)))
     if not masks:
         raise UserError(f"{name}: no digit found (only specks or separators)")
     masks = merged(reading.ink, masks, recognise)

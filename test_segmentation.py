@@ -13,7 +13,7 @@ import segmentation
 from inference import probabilities
 from model import MarkReader
 from plots import gray_png
-from preprocess import found_digit, read_image
+from preprocess import MIN_INK, found_digit, read_image
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +153,20 @@ def test_a_faint_digit_broken_into_pieces_is_found(trained, clearest):
     heights = segmentation.sizes(segmentation.ink_marks(reading.ink, segmentation.FAINT).parts.box)[0]
     assert sorted(heights.tolist())[-3] < segmentation.DIGIT_HEIGHT * 60  # only the 3 and the 8 are digit-sized
     assert read(trained, png) == "308"
+
+
+def test_digits_barely_darker_than_the_paper_are_found_along_their_strokes(trained, clearest):
+    """Digits hardly darker than the paper's grain (pencil under a deep shadow), beside one the threshold
+    finds: under the lowest threshold that the grain allows, they stand out once averaged along a stroke."""
+    digits = [number_sets.scaled(eval_sets.crop(clearest[d]), 60) * dark for d, dark in ((5, 0.3), (2, 0.09),
+                                                                                         (7, 0.09))]
+    mask = np.pad(number_sets.canvas(in_a_row(digits)), 30)
+    gray = 0.9 * (1 - mask) + np.random.default_rng(0).normal(0, 0.01, mask.shape)
+    png = gray_png((gray.clip(0, 1) * 255).round().astype(np.uint8))
+    reading = reading_of(png)
+    assert reading.marks.threshold == MIN_INK  # the threshold at its floor ...
+    assert len(segmentation.groups(reading)) == 1  # ... finds the 5 alone
+    assert read(trained, png) == "527"
 
 
 def test_a_broken_ruled_line_below_the_digits_is_no_part_of_them(trained, clearest):
