@@ -13,8 +13,7 @@ where its ink is thinnest, into two or three, and the cut that reads best is kep
 did (`recognise` is the digit model: (N, 1, 28, 28) uint8 in, (N, 10) probabilities out; nothing here imports
 it). That model reads stray pieces of strokes, and two digits squeezed into one box, confidently too, so a
 cut's pieces are read from a few views (slightly turned, scaled, moved: a stray piece's reading drifts, a
-whole digit's holds; every digit is read so, as a digit a photo blurred or broke reads more surely from
-several), and a reader of the whole uncut mark (model.MarkReader, reader.pth, trained by
+whole digit's holds), and a reader of the whole uncut mark (model.MarkReader, reader.pth, trained by
 train_reader.py on touching MNIST training digits) says how likely the mark is to hold that many digits, those
 digits. It reads touching digits better than their cut pieces read alone, so a cut piece's digit is what both
 read it as: the geometric mean of their probabilities, which a product of two confident readers would
@@ -82,7 +81,7 @@ PIECE = 0.45        # neighbouring marks each no wider than this share of their 
 WHOLE = 0.25        # weight of the reader's log-probability of a cut's digits, read from the whole mark
 READER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reader.pth")  # train_reader.py writes it
 MUST_CUT = 2.0     # a mark wider than this share of its height is cut (one MNIST training digit in 10,000 is)
-# The views every digit is read from: (turn in degrees, scale, move right, move down; a move in shares
+# The views a cut's pieces are read from: (turn in degrees, scale, move right, move down; a move in shares
 # of half the 28-pixel field, so 0.12 is under two pixels)
 VIEWS = [(0, 1, 0, 0), (12, 1, 0, 0), (-12, 1, 0, 0), (0, 0.85, 0, 0), (0, 1.15, 0, 0),
          (0, 1, 0.12, 0), (0, 1, -0.12, 0), (0, 1, 0, 0.12), (0, 1, 0, -0.12)]
@@ -90,8 +89,8 @@ VIEWS = [(0, 1, 0, 0), (12, 1, 0, 0), (-12, 1, 0, 0), (0, 0.85, 0, 0), (0, 1.15,
 
 class Digit(NamedTuple):
     """One digit of a number: MNIST's 28x28, its box (left, top, right, bottom, inclusive) in the image
-    that preprocess.py read (at most WORK_SIZE a side), and its probabilities (10,): the digit model's over
-    VIEWS of its image, or for a piece of touching digits, the geometric mean of that and the reader's."""
+    that preprocess.py read (at most WORK_SIZE a side), and its probabilities (10,): the digit model's,
+    or for a piece of touching digits, the geometric mean of that and the reader's."""
     image: torch.Tensor
     box: tuple
     probabilities: torch.Tensor
@@ -309,7 +308,7 @@ def read_number(reading, recognise, name="image"):
     pieces = [piece for mask in masks for piece in best_cut(reading.ink, mask, recognise, widest)]
     images = torch.stack([image for image, _, _ in pieces])
     digits = []
-    for (image, place, whole), probs in zip(pieces, from_views(images, recognise), strict=True):
+    for (image, place, whole), probs in zip(pieces, recognise(images), strict=True):
         if whole is not None:
             probs = (probs * whole.exp()).sqrt()
             probs = probs / probs.sum()
@@ -371,8 +370,7 @@ def fits(ink, mask, options, recognise):
     count, places = whole_reading(ink, mask)
     flat = [p for option in options for p in option]
     images = torch.stack([framed(Reading(ink, p)) for p in flat])
-    top, digit = from_views(images, recognise).max(1)
-    top = top.clamp_min(1e-9).log()
+    top, digit = steady_reading(images, recognise)
     scores, start = [], 0
     for option in options:
         n = len(option)
@@ -442,8 +440,9 @@ def whole_reading(ink, mask):
     return count[0], places[0]
 
 
-def from_views(images, recognise):
-    """The model's probabilities (N, 10) for (N, 1, 28, 28) uint8 images: the mean over VIEWS of each."""
+def steady_reading(images, recognise):
+    """Each of (N, 1, 28, 28) uint8 images' most probable digit over VIEWS of it, and the log of its
+    probability there: the mean over the views."""
     turn, scale, right, down = torch.tensor(VIEWS, dtype=torch.float).T[:, :, None]
     cos, sin = torch.cos(torch.deg2rad(turn)) / scale, torch.sin(torch.deg2rad(turn)) / scale
     # theta maps each view's coordinates to the image's: turned, then scaled, then moved
@@ -451,7 +450,9 @@ def from_views(images, recognise):
     n = len(images)
     grid = F.affine_grid(theta.repeat_interleave(n, 0), (len(VIEWS) * n, 1, 28, 28), align_corners=False)
     seen = F.grid_sample(images.float().repeat(len(VIEWS), 1, 1, 1), grid, align_corners=False)
-    return recognise(seen.round().clamp(0, 255).to(torch.uint8)).reshape(len(VIEWS), n, 10).mean(0)
+    probs = recognise(seen.round().clamp(0, 255).to(torch.uint8)).reshape(len(VIEWS), n, 10).mean(0)
+    top, digit = probs.max(1)
+    return top.clamp_min(1e-9).log(), digit
 
 
 def cut_points(mask):
