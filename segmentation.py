@@ -251,9 +251,10 @@ def linked(marks, keep):
 
 
 def in_strokes(marks):
-    """The Marks to read a number from: the reading's own, or where its ink is so faint that the threshold
-    fell to its floor (preprocess.MIN_INK: pencil, a deep shadow, digits barely darker than the paper's grain),
-    the ink that stands NOISE times the grain's spread above the paper once averaged along a stroke (strokes)."""
+    """The Marks to read a number from: the reading's own; where its ink is so faint that the threshold fell to
+    its floor (preprocess.MIN_INK: pencil, a deep shadow, digits barely darker than the paper's grain), with
+    the ink added that stands NOISE times the grain's spread above the paper once averaged along a stroke
+    (strokes)."""
     if marks.threshold > MIN_INK:
         return marks
     along = strokes(marks.cleaned)
