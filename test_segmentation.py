@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 import eval_sets
 import number_sets
@@ -153,6 +153,21 @@ def test_a_faint_digit_broken_into_pieces_is_found(trained, clearest):
     heights = segmentation.sizes(segmentation.ink_marks(reading.ink, segmentation.FAINT).parts.box)[0]
     assert sorted(heights.tolist())[-3] < segmentation.DIGIT_HEIGHT * 60  # only the 3 and the 8 are digit-sized
     assert read(trained, png) == "308"
+
+
+@pytest.mark.parametrize("bold, wide", [(5, 50), (1, 75)])
+def test_a_faint_digit_beside_a_bold_one_or_wider_than_tall_is_found(trained, clearest, bold, wide):
+    """A faint 2 between an 8 and a 3 that the threshold finds: with under a tenth of a bold 8's ink, or
+    wider than the digits beside it are tall."""
+    eight = np.pad(number_sets.scaled(eval_sets.crop(clearest[8]), 60), 4)
+    eight = np.asarray(Image.fromarray((eight * 255).astype(np.uint8)).filter(ImageFilter.MaxFilter(bold)),
+                       np.float32) / 255
+    two = Image.fromarray((number_sets.scaled(eval_sets.crop(clearest[2]), 50) * 255).astype(np.uint8))
+    two = np.asarray(two.resize((wide, 50), Image.BICUBIC), np.float32) / 255 * 0.3
+    png = number_png(number_sets.canvas(in_a_row([eight, two, number_sets.scaled(eval_sets.crop(clearest[3]), 60)])))
+    reading = reading_of(png)
+    assert reading.marks.threshold > 0.3  # the 2 is fainter than the threshold
+    assert read(trained, png) == "823"
 
 
 def test_digits_barely_darker_than_the_paper_are_found_along_their_strokes(trained, clearest):
