@@ -57,7 +57,8 @@ LOW = 0.2            # ... or when its middle is this share of that height below
 FAINT = 0.5          # a second look for fainter digits, at this share of the ink threshold, ...
 FAINT_GAP = 0.15     # ... their pieces within this share of the digits' height of each other one digit, ...
 FAINT_MASS = 0.15    # ... with at least this share of the lightest digit's ink (the paper's grain has less) ...
-FAINT_SIZE = 1.3     # ... and no taller or wider than this many of the tallest digit's heights
+FAINT_SIZE = 1.3     # ... and no taller or wider than this many of the tallest digit's heights; their
+FAINT_SPECK = 0.01   # pieces with less than this share of the lightest digit's ink are grain (not joined)
 BODY_MASS = 0.25     # marks with this share of the heaviest one's ink set the digits' height
 GAP = 0.03           # marks closer than this share of the tallest digit's height are one digit, when
 ONE_WIDE = 0.9       # together no wider than this share of their height
@@ -146,9 +147,10 @@ def groups(reading):
 def faint_digits(ink, found, tallest):
     """Digits fainter than the threshold the others set (a pen running dry, a thin stroke photographed small):
     the marks above FAINT of that threshold clear of the digits found and on their line, joined where within
-    FAINT_GAP of the digits' height of each other (such a stroke breaks into pieces), each group digit-sized
-    (up to FAINT_SIZE), clear of the image's edge and holding FAINT_MASS of the lightest digit's ink: a bold
-    digit beside it says nothing of how much ink a faint one holds."""
+    FAINT_GAP of the digits' height of each other (such a stroke breaks into pieces; the grain's specks,
+    under FAINT_SPECK, join nothing, or a dot and the grain around it would make a digit), each group
+    digit-sized (up to FAINT_SIZE), clear of the image's edge and holding FAINT_MASS of the lightest digit's
+    ink: a bold digit beside it says nothing of how much ink a faint one holds."""
     marks = ink_marks(ink, FAINT)
     if isinstance(marks, str) or not found:
         return []
@@ -156,8 +158,9 @@ def faint_digits(ink, found, tallest):
     rows, columns = taken.any(1).nonzero().flatten(), taken.any(0)
     top, bottom, left, right = marks.parts.box.T
     before = F.pad(columns.long().cumsum(0), (1, 0))  # how many of the columns left of each are taken
-    pieces = marks.mask_of(marks.parts.has_strong & (before[right + 1] == before[left]) &
-                           (bottom >= rows[0]) & (top <= rows[-1]))
+    lightest = min(float(ink[m].sum()) for m in found)
+    pieces = marks.mask_of(marks.parts.has_strong & (marks.parts.mass >= FAINT_SPECK * lightest) &
+                           (before[right + 1] == before[left]) & (bottom >= rows[0]) & (top <= rows[-1]))
     if not pieces.any():
         return []
     reach = max(1, round(FAINT_GAP * tallest)) * 2 + 1
@@ -165,7 +168,7 @@ def faint_digits(ink, found, tallest):
     (top, bottom, left, right), (height, width), (h, w) = joined.box.T, sizes(joined.box), ink.shape
     keep = ((height >= DIGIT_HEIGHT * tallest) & (height <= FAINT_SIZE * tallest) & (width <= FAINT_SIZE * tallest) &
             (top > 0) & (left > 0) & (bottom < h - 1) & (right < w - 1) &
-            (joined.mass >= FAINT_MASS * min(float(ink[m].sum()) for m in found)))
+            (joined.mass >= FAINT_MASS * lightest))
     extra = []
     for k in keep.nonzero().flatten().tolist():
         mask = torch.zeros_like(pieces)

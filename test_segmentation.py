@@ -170,6 +170,18 @@ def test_a_faint_digit_beside_a_bold_one_or_wider_than_tall_is_found(trained, cl
     assert read(trained, png) == "823"
 
 
+@pytest.mark.parametrize("grain", [0.05, 0.07])
+def test_a_dot_on_grainy_paper_is_no_faint_digit(trained, clearest, grain):
+    """The grain's specks around a dot, joined to it, would make a digit-sized faint mark."""
+    rng = np.random.default_rng(0)
+    three, eight = (number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (3, 8))
+    dot = number_sets.separator(60, rng)
+    mask = np.pad(number_sets.canvas([(three, 0, 0), (three, 70, 0), (dot, 130, 60 - dot.shape[0]),
+                                      (eight, 150, 0)]), 30)
+    gray = 0.9 * (1 - mask) + rng.normal(0, grain, mask.shape)
+    assert read(trained, gray_png((gray.clip(0, 1) * 255).round().astype(np.uint8))) == "338"
+
+
 def test_digits_barely_darker_than_the_paper_are_found_along_their_strokes(trained, clearest):
     """Digits hardly darker than the paper's grain (pencil under a deep shadow), beside one the threshold
     finds: under the lowest threshold that the grain allows, they stand out once averaged along a stroke."""
