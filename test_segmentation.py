@@ -38,6 +38,13 @@ def number_png(mask):
     return gray_png(((1 - np.pad(mask, 30)) * 255).round().astype(np.uint8))
 
 
+def grainy_png(mask, grain, rng):
+    """A float ink mask as dark ink on light grey paper (0.9) with Gaussian grain of deviation `grain`, and a
+    margin: PNG bytes."""
+    gray = 0.9 * (1 - np.pad(mask, 30)) + rng.normal(0, grain, np.add(mask.shape, 60))
+    return gray_png((gray.clip(0, 1) * 255).round().astype(np.uint8))
+
+
 def in_a_row(digits, gap=20):
     """Float masks placed left to right on one line, `gap` pixels apart: [(mask, left, top), ...] for canvas."""
     placed, x = [], 0
@@ -176,10 +183,8 @@ def test_a_dot_on_grainy_paper_is_no_faint_digit(trained, clearest, grain):
     rng = np.random.default_rng(0)
     three, eight = (number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (3, 8))
     dot = number_sets.separator(60, rng)
-    mask = np.pad(number_sets.canvas([(three, 0, 0), (three, 70, 0), (dot, 130, 60 - dot.shape[0]),
-                                      (eight, 150, 0)]), 30)
-    gray = 0.9 * (1 - mask) + rng.normal(0, grain, mask.shape)
-    assert read(trained, gray_png((gray.clip(0, 1) * 255).round().astype(np.uint8))) == "338"
+    mask = number_sets.canvas([(three, 0, 0), (three, 70, 0), (dot, 130, 60 - dot.shape[0]), (eight, 150, 0)])
+    assert read(trained, grainy_png(mask, grain, rng)) == "338"
 
 
 def test_digits_barely_darker_than_the_paper_are_found_along_their_strokes(trained, clearest):
@@ -187,9 +192,7 @@ def test_digits_barely_darker_than_the_paper_are_found_along_their_strokes(train
     finds: under the lowest threshold that the grain allows, they stand out once averaged along a stroke."""
     digits = [number_sets.scaled(eval_sets.crop(clearest[d]), 60) * dark for d, dark in ((5, 0.3), (2, 0.09),
                                                                                          (7, 0.09))]
-    mask = np.pad(number_sets.canvas(in_a_row(digits)), 30)
-    gray = 0.9 * (1 - mask) + np.random.default_rng(0).normal(0, 0.01, mask.shape)
-    png = gray_png((gray.clip(0, 1) * 255).round().astype(np.uint8))
+    png = grainy_png(number_sets.canvas(in_a_row(digits)), 0.01, np.random.default_rng(0))
     reading = reading_of(png)
     assert reading.marks.threshold == MIN_INK  # the threshold at its floor ...
     assert len(segmentation.groups(reading)) == 1  # ... finds the 5 alone
