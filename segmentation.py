@@ -17,7 +17,9 @@ whole digit's holds), and a reader of the whole uncut mark (model.MarkReader, re
 train_reader.py on touching MNIST training digits) says how likely the mark is to hold that many digits, those
 digits. It reads touching digits better than their cut pieces read alone, so a cut piece's digit is what both
 read it as: the geometric mean of their probabilities, which a product of two confident readers would
-overstate (EXPERIMENTS.md, "Reading whole numbers").
+overstate (EXPERIMENTS.md, "Reading whole numbers"). The threshold that bold digits set can lose a light
+digit's thin strokes, so the number is read once more at a lower one, and the reading whose least sure digit
+is surer is kept.
 """
 import functools
 import itertools
@@ -82,6 +84,7 @@ PIECE = 0.45        # neighbouring marks each no wider than this share of their 
                     # digit whose hairlines vanished (a 0's two sides); the model and the reader decide
 WHOLE = 0.25        # weight of the reader's log-probability of a cut's digits, read from the whole mark
 READER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reader.pth")  # train_reader.py writes it
+SECOND_LOOK = 0.5  # a number is read again with its ink threshold at this share (read_number)
 MUST_CUT = 2.0     # a mark wider than this share of its height is cut (one MNIST training digit in 10,000 is)
 # The views a cut's pieces are read from: (turn in degrees, scale, move right, move down; a move in shares
 # of half the 28-pixel field, so 0.12 is under two pixels)
@@ -304,11 +307,27 @@ def several(reading):
 
 
 def read_number(reading, recognise, name="image"):
-    """The Digits of a Reading, left to right; touching digits cut apart where the model reads them best. A
-    UserError when nothing there is digit-sized."""
+    """The Digits of a Reading, left to right; touching digits cut apart where the model reads them best. The
+    number is read twice: from the Reading's own marks, and from the marks above SECOND_LOOK of its threshold
+    (a high-contrast font's hairlines and a 7's light bar, lost at the threshold bold digits set, hold
+    there); the reading whose least sure digit is surer is kept. A UserError when nothing there is
+    digit-sized."""
+    looks = [reading.marks]
+    lower = ink_marks(reading.ink, SECOND_LOOK)
+    if not isinstance(lower, str) and lower.threshold < reading.marks.threshold:  # not both at the floor
+        looks.append(lower)
+    readings = [digits_of(reading._replace(marks=marks), recognise) for marks in looks]
+    readings = [digits for digits in readings if digits]
+    if not readings:
+        raise UserError(f"{name}: no digit found (only specks or separators)")
+    return max(readings, key=lambda digits: min(float(d.probabilities.max()) for d in digits))
+
+
+def digits_of(reading, recognise):
+    """The Digits that a Reading's marks group into (read_number), or [] when nothing there is digit-sized."""
     masks = groups(reading._replace(marks=in_strokes(reading.marks)))
     if not masks:
-        raise UserError(f"{name}: no digit found (only specks or separators)")
+        return []
     masks = merged(reading.ink, masks, recognise)
     widest = widest_digit(masks)
     pieces = [piece for mask in masks for piece in best_cut(reading.ink, mask, recognise, widest)]

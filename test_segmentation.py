@@ -199,6 +199,19 @@ def test_digits_barely_darker_than_the_paper_are_found_along_their_strokes(train
     assert read(trained, png) == "527"
 
 
+@pytest.mark.parametrize("light", [0.25, 0.35])
+def test_a_digit_whose_light_stroke_the_threshold_loses_is_read_whole(trained, clearest, light):
+    """A 7 whose bar's left half is far lighter than the rest (a high-contrast font's hairline, ink photographed
+    unevenly): the threshold the bold digits set loses that half, and what is left reads as another digit; a
+    second look at a lower threshold holds it."""
+    four, seven, two = (number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (4, 7, 2))
+    seven[:20, :30] *= light
+    png = number_png(number_sets.canvas(in_a_row([four, seven, two])))
+    reading = reading_of(png)
+    assert light < reading.marks.threshold  # the light half is under the threshold
+    assert read(trained, png) == "472"
+
+
 def test_a_broken_ruled_line_below_the_digits_is_no_part_of_them(trained, clearest):
     """Pieces of a faint ruled line a digit's height below share the digits' columns, not their rows."""
     digits = [number_sets.scaled(eval_sets.crop(clearest[d]), 60) for d in (3, 8, 6)]
@@ -228,7 +241,7 @@ def test_each_digit_carries_its_probabilities(trained, clearest):
                                                                             np.random.default_rng(0)))), recognise)
     assert torch.equal(segmentation.probabilities_of(apart), recognise(segmentation.images_of(apart)))
     reading = reading_of(number_png(number_sets.touching([clearest[d] for d in (2, 0)], np.random.default_rng(3))))
-    pair = segmentation.read_number(reading, recognise)
+    pair = segmentation.digits_of(reading, recognise)  # one look, at the reading's own marks
     assert len(pair) == 2
     _, places = segmentation.whole_reading(reading.ink, segmentation.groups(reading)[0])
     reader = places[MarkReader.PLACES[1]:MarkReader.PLACES[1] + 2].exp()
