@@ -166,16 +166,17 @@ def crop(mask):
 
 # ---------------------------------------------------------------- photo-like compositing
 
-def resized(mask, height, rng):
+def resized(mask, height, rng, pen=None):
     """The mask scaled to `height` pixels tall (smoothly), its strokes made thinner or thicker (thin pen to
-    thick marker) and rotated up to 12 degrees."""
+    thick marker, sized to a digit `pen` pixels tall: by default the mask's height) and rotated up to 12
+    degrees."""
     from PIL import Image, ImageFilter
 
     img = Image.fromarray((mask * 255).astype(np.uint8))
     width = max(1, round(mask.shape[1] * height / mask.shape[0]))
     img = img.resize((width, height), Image.BICUBIC)
     stroke = rng.choice(["thin", "as is", "as is", "thick"])
-    size = max(3, (height // 40) * 2 + 1)
+    size = max(3, (int(pen or height) // 40) * 2 + 1)
     if stroke == "thin":
         img = img.filter(ImageFilter.MinFilter(size))
     elif stroke == "thick":
@@ -224,10 +225,12 @@ def lighting(h, w, rng):
     return light
 
 
-def photograph(mask, rng, size=None, across=None):
+def photograph(mask, rng, size=None, across=None, line=1.0):
     """A JPEG (bytes) of `mask` as ink on paper, photographed with all that goes with it. `across`: the share
     of a landscape sheet's width the mask spans, drawn from that range (a number, framed as people frame one);
-    by default its height is 12-60% of the sheet's shorter side, either way up."""
+    by default its height is 12-60% of the sheet's shorter side, either way up. `line`: the share of the
+    mask's height one digit takes (a number on a sloping line), so that a pen is as thick for its digits as
+    for a digit photographed alone."""
     from PIL import Image, ImageFilter
 
     w = size or int(rng.integers(320, 1600))
@@ -238,10 +241,11 @@ def photograph(mask, rng, size=None, across=None):
     if mask is not None:
         height = max(12, int(min(h, w) * rng.uniform(0.12, 0.6)) if across is None else
                      int(w * rng.uniform(*across) * mask.shape[0] / mask.shape[1]))
-        digit = resized(mask, height, rng)
+        digit = resized(mask, height, rng, pen=height * line)
         fit = min((h - 2) / digit.shape[0], (w - 2) / digit.shape[1])
         if fit < 1:  # a number wider than the sheet (number_sets.py): written smaller
-            digit = resized(mask, max(12, int(height * fit * 0.9)), rng)
+            height = max(12, int(height * fit * 0.9))
+            digit = resized(mask, height, rng, pen=height * line)
         dh, dw = digit.shape
         dh, dw = min(dh, h - 2), min(dw, w - 2)
         top, left = int(rng.integers(1, h - dh)), int(rng.integers(1, w - dw))

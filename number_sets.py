@@ -14,7 +14,8 @@ digits in a quarter of them:
   handwriting  scikit-learn's UCI handwritten digits (43 writers, not MNIST's), dark on white
   fonts        digits of the installed fonts training does not draw in (eval_sets.TRAINED_FAMILIES)
   photo        MNIST test digits and those fonts as ink on paper, photographed (eval_sets.photograph), the
-               number across 30-90% of the photo's width
+               number across 30-90% of the photo's width: drawn four times larger first, and its pen sized
+               to its digits, so that each digit is photographed as a single digit's photo is
   touching     2-3 MNIST test digits whose strokes touch, dark on white
 The digits come from the same half (`--half`) of each source as eval_sets.py's single-digit sets.
 """
@@ -27,6 +28,7 @@ import eval_sets
 
 NUMBERS = 300        # numbers in each set (150 with --half)
 ACROSS = (0.3, 0.9)  # the share of a photo's width a number spans
+PHOTO_SCALE = 4      # a photo's number is drawn this many times larger than a clean one, then photographed
 SETS = {"mnist": "MNIST test digits, 3-7 apart on a sloping line, some with a comma or dot",
         "handwriting": "UCI handwriting (not MNIST), the same way",
         "fonts": "unseen fonts, the same way",
@@ -85,7 +87,13 @@ def separator(height, rng):
 def apart(masks, rng):
     """The digits' masks written apart on one line: each scaled on its own, gaps of 0.1-0.67 of a digit's height,
     the line sloping up to 8 degrees, a dot or comma in one gap of a quarter of the numbers; one float mask."""
-    height = int(rng.integers(28, 90))
+    return canvas(apart_placed(masks, rng))
+
+
+def apart_placed(masks, rng, scale=1):
+    """apart's marks, each scaled and placed: [(float mask, left, top), ...] for canvas; `scale`: all of it
+    drawn that many times larger."""
+    height = int(rng.integers(28, 90)) * scale
     slope = np.tan(np.radians(rng.uniform(-8, 8)))
     digits = [scaled(eval_sets.crop(m), max(8, round(height * rng.uniform(0.8, 1.15)))) for m in masks]
     comma = int(rng.integers(1, len(digits))) if len(digits) > 1 and rng.random() < 0.25 else None
@@ -100,7 +108,17 @@ def apart(masks, rng):
             x += int(height * rng.uniform(0.1, 0.67))
         placed.append((digit, x, -digit.shape[0]))
         x += digit.shape[1]
-    return canvas([(m, left, top - round(slope * left)) for m, left, top in placed])
+    return [(m, left, top - round(slope * left)) for m, left, top in placed]
+
+
+def photographed(masks, rng):
+    """The digits' masks written apart (as `apart`) and photographed, the number across 30-90% of the photo's
+    width: JPEG bytes. Drawn larger than the clean sets' numbers, so that a font's thin strokes are not lost
+    to a small drawing enlarged, and with a pen as thick for its digits as for one photographed alone."""
+    placed = apart_placed(masks, rng, scale=PHOTO_SCALE)
+    line = canvas(placed)
+    digit = np.median([m.shape[0] for m, _, _ in placed])
+    return eval_sets.photograph(line, rng, across=ACROSS, line=digit / line.shape[0])
 
 
 def touching(masks, rng):
@@ -210,7 +228,7 @@ def write_sets(out, seed, numbers, data_dir, half=None):
                 data, ext = on_paper(touching(digit_masks(source, digits, rng), rng), rng), "png"
             elif name == "photo":
                 pick = source if i % 2 == 0 else found["fonts"]  # half MNIST, half fonts, as the single set
-                data, ext = eval_sets.photograph(apart(digit_masks(pick, digits, rng), rng), rng, across=ACROSS), "jpg"
+                data, ext = photographed(digit_masks(pick, digits, rng), rng), "jpg"
             else:
                 data, ext = on_paper(apart(digit_masks(source, digits, rng), rng), rng), "png"
             eval_sets.write(os.path.join(out, name, f"{label}_{i:04d}.{ext}"), data)

@@ -29,6 +29,15 @@ def test_the_same_seed_gives_the_same_images():
     assert a == b and a != eval_sets.photograph(mask, np.random.default_rng(6))
 
 
+def test_a_pen_is_sized_to_the_digit_not_to_the_whole_mask():
+    line = np.zeros((400, 100), np.float32)
+    line[:, 40:60] = 1  # a 20-pixel stroke in a mask twice a digit's height (a number on a sloping line)
+    widths = {pen: [int((eval_sets.resized(line, 400, np.random.default_rng(seed), pen=pen) > 0.5).sum(1).max())
+                    for seed in range(12)] for pen in (None, 200)}
+    assert min(widths[200]) >= 8  # a thin pen on a 200-pixel digit leaves the stroke half its width
+    assert min(widths[None]) == 0  # sized to the whole 400 pixels, it wipes the stroke out
+
+
 def test_boxed_glyphs_are_told_apart():
     glyph = np.zeros((30, 20), np.float32)
     glyph[5:25, 8:12] = 1

@@ -26,6 +26,15 @@ def test_digits_written_apart_leave_a_gap_between_them():
         assert starts.sum() >= 3  # three strokes (and maybe a separator), each clear of the next
 
 
+def test_a_photos_number_is_drawn_finer_in_the_same_layout():
+    masks = [stroke(), stroke(width=20), stroke()]
+    plain = number_sets.apart_placed(masks, np.random.default_rng(3))
+    fine = number_sets.apart_placed(masks, np.random.default_rng(3), scale=4)
+    assert len(fine) == len(plain)
+    for (m, left, top), (m4, left4, top4) in zip(plain, fine, strict=True):
+        assert abs(m4.shape[0] - 4 * m.shape[0]) <= 4 and abs(left4 - 4 * left) <= 12 and abs(top4 - 4 * top) <= 12
+
+
 def test_touching_digits_share_ink():
     from scipy import ndimage
 
