@@ -116,9 +116,9 @@ def photographed(masks, rng):
     width: JPEG bytes. Drawn larger than the clean sets' numbers, so that a font's thin strokes are not lost
     to a small drawing enlarged, and with a pen as thick for its digits as for one photographed alone."""
     placed = apart_placed(masks, rng, scale=PHOTO_SCALE)
-    line = canvas(placed)
+    number = canvas(placed)
     digit = np.median([m.shape[0] for m, _, _ in placed])
-    return eval_sets.photograph(line, rng, across=ACROSS, line=digit / line.shape[0])
+    return eval_sets.photograph(number, rng, across=ACROSS, line=digit / number.shape[0])
 
 
 def touching(masks, rng):
